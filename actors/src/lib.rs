@@ -1,0 +1,16 @@
+//! Troupe's actors and the pure logic they drive.
+//!
+//! Supervision ([`supervisor`]), the node's tree ([`tree`]), the scheduler's
+//! task table, the plugin registry, and the storage traits that `node`
+//! implements. Nothing here opens a socket or a file: storage arrives
+//! through [`store::Storage`], so every actor runs in tests with
+//! [`store::MemoryStorage`].
+#![warn(missing_docs, unreachable_pub)]
+
+pub mod directory;
+pub mod placeholder;
+pub mod plugins;
+pub mod scheduler;
+pub mod store;
+pub mod supervisor;
+pub mod tree;

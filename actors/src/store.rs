@@ -1,0 +1,97 @@
+//! Storage as the actors see it: small traits that `node` implements over
+//! sled (and later PostgreSQL), and an in-memory version for tests.
+//!
+//! Actors acquire their stores in `pre_start` through [`Storage`], so a
+//! restarted actor re-opens what it uses instead of inheriting it.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use troupe_protocol::TaskRecord;
+
+/// A storage failure, with whether retrying can help.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    /// The store could not be read or written (disk, I/O, closed).
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// Stored bytes did not decode: a bug or a damaged store.
+    #[error("corrupt record {key}: {reason}")]
+    Corrupt {
+        /// Key of the bad record.
+        key: String,
+        /// Decoder message.
+        reason: String,
+    },
+}
+
+/// Outcome of [`TaskStore::insert_new`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Inserted {
+    /// The record was written and is durable.
+    Created,
+    /// A task with the same idempotency key exists already; nothing written.
+    Existing(TaskRecord),
+}
+
+/// Durable task records of one node.
+pub trait TaskStore: Send + Sync {
+    /// Writes `record` unless its idempotency key is taken; durable (flushed)
+    /// when this returns `Created`.
+    fn insert_new(&self, record: &TaskRecord) -> Result<Inserted, StoreError>;
+    /// The record with this id.
+    fn get(&self, id: &str) -> Result<Option<TaskRecord>, StoreError>;
+}
+
+/// One node's storage: opens the stores that actors use.
+pub trait Storage: Send + Sync {
+    /// The task table.
+    fn tasks(&self) -> Result<Arc<dyn TaskStore>, StoreError>;
+    /// Whether the store answers (for `/ready`).
+    fn check(&self) -> Result<(), StoreError>;
+}
+
+/// Storage in memory, for tests of actors.
+#[derive(Debug, Default, Clone)]
+pub struct MemoryStorage {
+    tasks: Arc<MemoryTasks>,
+}
+
+#[derive(Debug, Default)]
+struct MemoryTasks {
+    records: Mutex<(HashMap<String, TaskRecord>, HashMap<String, String>)>,
+}
+
+impl Storage for MemoryStorage {
+    fn tasks(&self) -> Result<Arc<dyn TaskStore>, StoreError> {
+        Ok(self.tasks.clone())
+    }
+
+    fn check(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+impl TaskStore for MemoryTasks {
+    fn insert_new(&self, record: &TaskRecord) -> Result<Inserted, StoreError> {
+        let mut guard = self
+            .records
+            .lock()
+            .map_err(|_| StoreError::Unavailable("lock poisoned".into()))?;
+        let (by_id, by_key) = &mut *guard;
+        if let Some(existing) = by_key.get(&record.key).and_then(|id| by_id.get(id)) {
+            return Ok(Inserted::Existing(existing.clone()));
+        }
+        by_key.insert(record.key.clone(), record.id.clone());
+        by_id.insert(record.id.clone(), record.clone());
+        Ok(Inserted::Created)
+    }
+
+    fn get(&self, id: &str) -> Result<Option<TaskRecord>, StoreError> {
+        let guard = self
+            .records
+            .lock()
+            .map_err(|_| StoreError::Unavailable("lock poisoned".into()))?;
+        Ok(guard.0.get(id).cloned())
+    }
+}

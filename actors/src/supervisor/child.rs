@@ -1,0 +1,141 @@
+//! How a supervisor starts, inspects and fault-injects one child.
+//!
+//! A [`ChildSpec`] erases the child's actor type: the supervisor only holds
+//! closures that spawn a fresh incarnation (linked to itself, registered under
+//! its path) and that deliver an injected fault to a running one.
+
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use ractor::{Actor, ActorCell, Message, SpawnErr};
+
+use super::{Supervisor, SupervisorArgs, SupervisorMsg, SupervisorStart};
+use crate::directory::ActorPath;
+
+/// Messages of actors that can be made to crash on purpose.
+///
+/// Each supervised actor's message enum has a variant that makes its handler
+/// panic with the given reason; `POST /v1/actors/{path}/crash` delivers it.
+pub trait FaultInjection: Message {
+    /// The message that makes the receiving actor panic with `reason`.
+    fn injected_fault(reason: String) -> Self;
+}
+
+/// Whether a child is a leaf or supervises others itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChildKind {
+    /// A leaf actor doing work.
+    Worker,
+    /// A nested [`Supervisor`].
+    Supervisor,
+}
+
+impl ChildKind {
+    /// The name shown in `GET /v1/actors`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChildKind::Worker => "worker",
+            ChildKind::Supervisor => "supervisor",
+        }
+    }
+}
+
+type StartFn =
+    dyn Fn(ActorPath, ActorCell) -> BoxFuture<'static, Result<ActorCell, SpawnErr>> + Send + Sync;
+type InjectFn = dyn Fn(&ActorCell, String) -> bool + Send + Sync;
+
+/// Everything a supervisor needs to (re)start one child.
+#[derive(Clone)]
+pub struct ChildSpec {
+    pub(super) name: String,
+    pub(super) kind: ChildKind,
+    start: Arc<StartFn>,
+    inject: Arc<InjectFn>,
+}
+
+impl std::fmt::Debug for ChildSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChildSpec")
+            .field("name", &self.name)
+            .field("kind", &self.kind)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ChildSpec {
+    /// A leaf actor. `args` builds fresh arguments for every incarnation, so
+    /// a restart re-runs `pre_start` from scratch.
+    pub fn worker<A, F>(name: impl Into<String>, actor: A, args: F) -> Self
+    where
+        A: Actor + Clone,
+        A::Msg: FaultInjection,
+        F: Fn() -> A::Arguments + Send + Sync + 'static,
+    {
+        let start = move |place: ActorPath, supervisor: ActorCell| {
+            let actor = actor.clone();
+            let arguments = args();
+            let fut: BoxFuture<'static, Result<ActorCell, SpawnErr>> = Box::pin(async move {
+                let name = Some(place.registered_name());
+                let (actor_ref, _) =
+                    Actor::spawn_linked(name, actor, arguments, supervisor).await?;
+                Ok(actor_ref.get_cell())
+            });
+            fut
+        };
+        let inject = |cell: &ActorCell, reason: String| {
+            cell.send_message::<A::Msg>(A::Msg::injected_fault(reason))
+                .is_ok()
+        };
+        Self {
+            name: name.into(),
+            kind: ChildKind::Worker,
+            start: Arc::new(start),
+            inject: Arc::new(inject),
+        }
+    }
+
+    /// A nested supervisor with its own strategy, policy and children.
+    pub fn supervisor(name: impl Into<String>, args: SupervisorArgs) -> Self {
+        let name = name.into();
+        let start = move |place: ActorPath, supervisor: ActorCell| {
+            let start = SupervisorStart {
+                place,
+                args: args.clone(),
+            };
+            let fut: BoxFuture<'static, Result<ActorCell, SpawnErr>> = Box::pin(async move {
+                let name = Some(start.place.registered_name());
+                let (actor_ref, _) =
+                    Actor::spawn_linked(name, Supervisor, start, supervisor).await?;
+                Ok(actor_ref.get_cell())
+            });
+            fut
+        };
+        let inject = |cell: &ActorCell, reason: String| {
+            cell.send_message::<SupervisorMsg>(SupervisorMsg::injected_fault(reason))
+                .is_ok()
+        };
+        Self {
+            name,
+            kind: ChildKind::Supervisor,
+            start: Arc::new(start),
+            inject: Arc::new(inject),
+        }
+    }
+
+    /// The child's name among its siblings.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub(super) fn start(
+        &self,
+        place: ActorPath,
+        supervisor: ActorCell,
+    ) -> BoxFuture<'static, Result<ActorCell, SpawnErr>> {
+        (self.start)(place, supervisor)
+    }
+
+    pub(super) fn inject(&self, cell: &ActorCell, reason: String) -> bool {
+        (self.inject)(cell, reason)
+    }
+}

@@ -1,0 +1,32 @@
+//! Bodies of `GET /health` and `GET /ready`.
+
+use serde::{Deserialize, Serialize};
+
+/// `GET /health`: the process is alive and serving HTTP.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Health {
+    /// Always `ok` when the endpoint answers at all.
+    pub status: String,
+    /// This node's id from `cluster.toml`.
+    pub node: String,
+    /// Incarnation of this node: start time in ms since the epoch.
+    pub generation: u64,
+    /// Troupe version.
+    pub version: String,
+    /// Seconds since this process started.
+    pub uptime_secs: u64,
+}
+
+/// `GET /ready`: whether this node can take work, and if not, why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Readiness {
+    /// True when the store is open and every supervised actor is running.
+    pub ready: bool,
+    /// The store answered.
+    pub store: bool,
+    /// Every actor in the supervision tree is running.
+    pub actors: bool,
+    /// Paths of actors that are not running, if any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_running: Vec<String>,
+}

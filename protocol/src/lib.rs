@@ -1,0 +1,16 @@
+//! Every type that crosses a Troupe process boundary.
+//!
+//! HTTP request and reply bodies, and the one error body every endpoint uses,
+//! live here so that the node, the CLI and the black-box tests agree on one
+//! shape. This crate is a leaf: serde only, no I/O, no actors.
+#![deny(missing_docs)]
+
+pub mod actors;
+pub mod error;
+pub mod health;
+pub mod tasks;
+
+pub use actors::{ActorNode, ActorStatus, Failure};
+pub use error::ErrorBody;
+pub use health::{Health, Readiness};
+pub use tasks::{Priority, SubmitTask, TaskAccepted, TaskRecord, TaskState};
