@@ -1,1 +1,14 @@
+//! The `troupe` node: config, HTTP API, storage back ends, CLI and wiring.
+//!
+//! `main.rs` only parses arguments and calls into here; [`run::run`] is the
+//! whole life of one node and can be called from tests too.
 
+pub mod cli;
+pub mod cluster;
+pub mod config;
+pub mod http;
+pub mod run;
+pub mod signals;
+pub mod status;
+pub mod store;
+pub mod telemetry;

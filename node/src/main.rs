@@ -1,1 +1,75 @@
-fn main() {}
+//! The `troupe` binary: parse the command line, then hand over to the library.
+//!
+//! Exit codes: 0 success, 1 runtime failure, 2 bad usage or bad config.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Parser;
+use troupe_node::cli::{Cli, ClusterCommand, Command};
+use troupe_node::config::ClusterConfig;
+use troupe_node::run::{run, NodeOptions};
+use troupe_node::{cluster, signals, status, telemetry};
+
+fn load(path: &std::path::Path) -> Result<ClusterConfig, ExitCode> {
+    ClusterConfig::load(path).map_err(|e| {
+        eprintln!("error: {e}");
+        ExitCode::from(2)
+    })
+}
+
+fn failed(err: anyhow::Error) -> ExitCode {
+    eprintln!("error: {err:#}");
+    ExitCode::from(1)
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Node(args) => {
+            let config = match load(&args.config) {
+                Ok(config) => config,
+                Err(code) => return code,
+            };
+            if let Err(reason) = config.node(&args.id) {
+                eprintln!("error: {}: --id: {reason}", args.config.display());
+                return ExitCode::from(2);
+            }
+            telemetry::init_logging(cli.log_format);
+            let metrics = match telemetry::init_metrics() {
+                Ok(handle) => handle,
+                Err(e) => return failed(e),
+            };
+            let options = NodeOptions {
+                config: Arc::new(config),
+                node_id: args.id,
+                fault_injection: args.fault_injection,
+            };
+            match run(options, metrics, signals::shutdown_requested()).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!("{e:#}");
+                    failed(e)
+                }
+            }
+        }
+        Command::Cluster(ClusterCommand::Up(args)) => {
+            let config = match load(&args.config) {
+                Ok(config) => config,
+                Err(code) => return code,
+            };
+            match cluster::up(&args, &config, cli.log_format).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => failed(e),
+            }
+        }
+        Command::Status(args) => {
+            match tokio::task::spawn_blocking(move || status::run(&args)).await {
+                Ok(Ok(())) => ExitCode::SUCCESS,
+                Ok(Err(e)) => failed(e),
+                Err(e) => failed(e.into()),
+            }
+        }
+    }
+}

@@ -1,0 +1,91 @@
+//! Command-line interface of the `troupe` binary.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::telemetry::LogFormat;
+
+/// Troupe: a cluster of equal nodes hosting supervised actors, tasks and
+/// event-time windows.
+#[derive(Debug, Parser)]
+#[command(name = "troupe", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Log line format.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "text",
+        env = "TROUPE_LOG_FORMAT"
+    )]
+    pub log_format: LogFormat,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run one node of the cluster in the foreground.
+    Node(NodeArgs),
+    /// Operate all local nodes of a cluster.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
+    /// Show a node's health, readiness and supervision tree.
+    Status(StatusArgs),
+}
+
+/// `troupe node`.
+#[derive(Debug, Args)]
+pub struct NodeArgs {
+    /// The cluster config file.
+    #[arg(long, default_value = "cluster.toml")]
+    pub config: PathBuf,
+    /// Which `[[nodes]]` entry this process is.
+    #[arg(long)]
+    pub id: String,
+    /// Allow `POST /v1/actors/{path}/crash` (fault injection).
+    #[arg(long)]
+    pub fault_injection: bool,
+}
+
+/// `troupe cluster …`.
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// Start every node of the config as a local process and stay in the
+    /// foreground; Ctrl-C stops them all gracefully.
+    Up(ClusterUpArgs),
+}
+
+/// `troupe cluster up`.
+#[derive(Debug, Args)]
+pub struct ClusterUpArgs {
+    /// The cluster config file.
+    #[arg(long, default_value = "cluster.toml")]
+    pub config: PathBuf,
+    /// Start the nodes with fault injection allowed.
+    #[arg(long)]
+    pub fault_injection: bool,
+}
+
+/// `troupe status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Base URL of the node's HTTP API.
+    #[arg(long, default_value = "http://127.0.0.1:8401")]
+    pub node: String,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "table")]
+    pub output: Output,
+}
+
+/// How listings are printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    /// Tables and trees for people.
+    Table,
+    /// JSON for programs.
+    Json,
+}

@@ -1,0 +1,86 @@
+//! The REST API: routes, shared handler state and request metrics.
+//!
+//! Handlers hold no state of their own: they resolve the actor they need by
+//! path, call it, and map the reply to HTTP. [`routes`] is used by the
+//! server and by in-process tests alike.
+
+mod actors;
+mod error;
+mod health;
+mod json;
+mod tasks;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix_web::dev::{Service, ServiceRequest};
+use actix_web::web;
+use metrics_exporter_prometheus::PrometheusHandle;
+use ractor::ActorRef;
+use troupe_actors::directory::ActorDirectory;
+use troupe_actors::store::Storage;
+use troupe_actors::supervisor::SupervisorMsg;
+
+pub use error::ApiError;
+
+/// What handlers need to reach the node's actors.
+#[derive(Clone)]
+pub struct AppState {
+    /// This node's id.
+    pub node_id: Arc<str>,
+    /// Incarnation: start time in ms since the epoch.
+    pub generation: u64,
+    /// Process start, for uptime.
+    pub started: Instant,
+    /// Root of the supervision tree.
+    pub root: ActorRef<SupervisorMsg>,
+    /// Finds actors by tree path.
+    pub directory: ActorDirectory,
+    /// The node's store, for `/ready`.
+    pub storage: Arc<dyn Storage>,
+    /// Whether `POST /v1/actors/{path}/crash` is allowed.
+    pub fault_injection: bool,
+    /// Renders `/metrics`.
+    pub metrics: PrometheusHandle,
+}
+
+/// Registers every route.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/health", web::get().to(health::health))
+        .route("/ready", web::get().to(health::ready))
+        .route("/metrics", web::get().to(health::metrics))
+        .route("/v1/actors", web::get().to(actors::tree))
+        .route("/v1/actors/{path:.+}/crash", web::post().to(actors::crash))
+        .route("/v1/tasks", web::post().to(tasks::submit))
+        .route("/v1/tasks/{id}", web::get().to(tasks::get))
+        .default_service(web::to(error::not_found));
+}
+
+/// Counts requests by route pattern and status, and times them.
+pub fn record_request<S, B>(
+    req: ServiceRequest,
+    srv: &S,
+) -> impl std::future::Future<Output = Result<S::Response, S::Error>>
+where
+    S: Service<
+        ServiceRequest,
+        Response = actix_web::dev::ServiceResponse<B>,
+        Error = actix_web::Error,
+    >,
+{
+    let started = Instant::now();
+    // The pattern, not the raw path, keeps label cardinality bounded.
+    let route = req
+        .match_pattern()
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let response = srv.call(req);
+    async move {
+        let response = response.await?;
+        let status = response.status().as_u16().to_string();
+        metrics::counter!("troupe_http_requests_total", "route" => route.clone(), "status" => status)
+            .increment(1);
+        metrics::histogram!("troupe_http_request_duration_seconds", "route" => route)
+            .record(started.elapsed().as_secs_f64());
+        Ok(response)
+    }
+}

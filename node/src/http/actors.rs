@@ -1,0 +1,68 @@
+//! `GET /v1/actors` (the live supervision tree) and
+//! `POST /v1/actors/{path}/crash` (fault injection).
+
+use std::time::Duration;
+
+use actix_web::{web, HttpResponse};
+use ractor::rpc::CallResult;
+use serde_json::json;
+use troupe_actors::supervisor::{CrashError, SupervisorMsg};
+use troupe_actors::tree::ROOT;
+
+use super::{ApiError, AppState};
+
+const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub(super) async fn tree(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    match state
+        .root
+        .call(SupervisorMsg::Snapshot, Some(CALL_TIMEOUT))
+        .await
+    {
+        Ok(CallResult::Success(tree)) => Ok(HttpResponse::Ok().json(tree)),
+        _ => Err(ApiError::unavailable("the supervision tree did not answer")),
+    }
+}
+
+pub(super) async fn crash(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    if !state.fault_injection {
+        return Err(ApiError::forbidden(
+            "fault injection is off; start the node with --fault-injection or [debug] fault_injection = true",
+        ));
+    }
+    let path = path.into_inner();
+    let mut segments = path.split('/').map(str::to_owned);
+    if segments.next().as_deref() != Some(ROOT) {
+        return Err(ApiError::not_found(format!(
+            "no actor at {path}; paths start with {ROOT}/"
+        )));
+    }
+    let rest: Vec<String> = segments.collect();
+    let reason = format!("fault injected via HTTP into {path}");
+    let answer = state
+        .root
+        .call(
+            |reply| SupervisorMsg::Crash {
+                path: rest,
+                reason,
+                reply,
+            },
+            Some(CALL_TIMEOUT),
+        )
+        .await;
+    match answer {
+        Ok(CallResult::Success(Ok(()))) => {
+            Ok(HttpResponse::Accepted().json(json!({ "path": path, "crashed": true })))
+        }
+        Ok(CallResult::Success(Err(err @ CrashError::NotFound { .. }))) => {
+            Err(ApiError::not_found(err.to_string()))
+        }
+        Ok(CallResult::Success(Err(err @ CrashError::Restarting { .. }))) => {
+            Err(ApiError::conflict(err.to_string()))
+        }
+        _ => Err(ApiError::unavailable("the supervision tree did not answer")),
+    }
+}

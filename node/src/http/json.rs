@@ -1,0 +1,38 @@
+//! Request bodies as typed JSON, with errors a client can act on.
+//!
+//! actix's `Json` extractor folds every problem into one message. Here a
+//! syntax error is a 400 with line and column, and a well-formed body of the
+//! wrong shape is a 422 naming the field path (`input`, `priority`).
+
+use serde::de::DeserializeOwned;
+
+use super::ApiError;
+
+/// Largest JSON body accepted by typed endpoints.
+pub(super) const MAX_BODY: usize = 1 << 20;
+
+/// Parses `body` as `T`.
+pub(super) fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    let value = serde_path_to_error::deserialize(&mut deserializer).map_err(classify)?;
+    deserializer
+        .end()
+        .map_err(|e| ApiError::malformed(e.to_string()))?;
+    Ok(value)
+}
+
+fn classify(err: serde_path_to_error::Error<serde_json::Error>) -> ApiError {
+    let path = err.path().to_string();
+    let inner = err.into_inner();
+    match inner.classify() {
+        serde_json::error::Category::Data => {
+            let field = if path == "." {
+                "(body)".to_owned()
+            } else {
+                path
+            };
+            ApiError::invalid(field, inner.to_string())
+        }
+        _ => ApiError::malformed(format!("malformed JSON: {inner}")),
+    }
+}

@@ -1,0 +1,208 @@
+//! The embedded default store: one sled database per node.
+//!
+//! A node's store is one replica of cluster state, not the only copy, so a
+//! store that sled reports as corrupt (which its issue tracker shows can
+//! happen after hard kills) is moved aside and the node starts empty rather
+//! than refusing to start. Writes that are acknowledged are flushed first:
+//! a SIGKILL keeps what reached the OS.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+use sled::Transactional;
+use troupe_actors::store::{Inserted, Storage, StoreError, TaskStore};
+use troupe_protocol::TaskRecord;
+
+/// Why the store could not be opened at all.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// sled failed for a reason other than corruption (permissions, disk,
+    /// another process holding the directory).
+    #[error("cannot open store in {dir}: {source}")]
+    Sled {
+        /// The data directory.
+        dir: PathBuf,
+        /// sled's error.
+        source: sled::Error,
+    },
+    /// The corrupt store could not be moved aside.
+    #[error("cannot move corrupt store {dir} aside: {source}")]
+    MoveAside {
+        /// The data directory.
+        dir: PathBuf,
+        /// The rename error.
+        source: std::io::Error,
+    },
+}
+
+/// sled-backed [`Storage`].
+#[derive(Clone)]
+pub struct SledStorage {
+    db: sled::Db,
+}
+
+fn unavailable(err: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(err.to_string())
+}
+
+impl SledStorage {
+    /// Opens (or creates) the store under `data_dir/store`.
+    pub fn open(data_dir: &Path) -> Result<Self, OpenError> {
+        let dir = data_dir.join("store");
+        match sled::open(&dir) {
+            Ok(db) => Ok(Self { db }),
+            Err(sled::Error::Corruption { .. }) => {
+                let stamp = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs());
+                let aside = data_dir.join(format!("store.corrupt-{stamp}"));
+                std::fs::rename(&dir, &aside).map_err(|source| OpenError::MoveAside {
+                    dir: dir.clone(),
+                    source,
+                })?;
+                tracing::error!(moved_to = %aside.display(), "store was corrupt; starting empty");
+                sled::open(&dir)
+                    .map(|db| Self { db })
+                    .map_err(|source| OpenError::Sled { dir, source })
+            }
+            Err(source) => Err(OpenError::Sled { dir, source }),
+        }
+    }
+
+    /// Writes everything buffered to disk (shutdown).
+    pub fn flush(&self) -> Result<usize, StoreError> {
+        self.db.flush().map_err(unavailable)
+    }
+}
+
+impl Storage for SledStorage {
+    fn tasks(&self) -> Result<Arc<dyn TaskStore>, StoreError> {
+        Ok(Arc::new(SledTasks {
+            db: self.db.clone(),
+            by_id: self.db.open_tree("tasks").map_err(unavailable)?,
+            by_key: self.db.open_tree("task_keys").map_err(unavailable)?,
+        }))
+    }
+
+    fn check(&self) -> Result<(), StoreError> {
+        self.db
+            .get(b"__ready_probe")
+            .map(|_| ())
+            .map_err(unavailable)
+    }
+}
+
+struct SledTasks {
+    db: sled::Db,
+    by_id: sled::Tree,
+    by_key: sled::Tree,
+}
+
+fn decode(key: &str, bytes: &[u8]) -> Result<TaskRecord, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
+        key: key.to_owned(),
+        reason: e.to_string(),
+    })
+}
+
+impl TaskStore for SledTasks {
+    fn insert_new(&self, record: &TaskRecord) -> Result<Inserted, StoreError> {
+        let bytes = serde_json::to_vec(record).map_err(unavailable)?;
+        // Record and key mapping land together or not at all.
+        let existing = (&self.by_id, &self.by_key)
+            .transaction(|(by_id, by_key)| {
+                if let Some(id) = by_key.get(record.key.as_bytes())? {
+                    return Ok(Some(id));
+                }
+                by_key.insert(record.key.as_bytes(), record.id.as_bytes())?;
+                by_id.insert(record.id.as_bytes(), bytes.as_slice())?;
+                Ok::<_, ConflictableTransactionError<()>>(None)
+            })
+            .map_err(|e: TransactionError<()>| unavailable(format!("{e:?}")))?;
+        if let Some(id) = existing {
+            let id = String::from_utf8_lossy(&id).into_owned();
+            return match self.get(&id)? {
+                Some(record) => Ok(Inserted::Existing(record)),
+                None => Err(StoreError::Corrupt {
+                    key: id,
+                    reason: "idempotency key points at a missing task".into(),
+                }),
+            };
+        }
+        self.db.flush().map_err(unavailable)?;
+        Ok(Inserted::Created)
+    }
+
+    fn get(&self, id: &str) -> Result<Option<TaskRecord>, StoreError> {
+        self.by_id
+            .get(id.as_bytes())
+            .map_err(unavailable)?
+            .map(|bytes| decode(id, &bytes))
+            .transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use troupe_protocol::{Priority, TaskState};
+
+    fn record(id: &str, key: &str) -> TaskRecord {
+        TaskRecord {
+            id: id.into(),
+            key: key.into(),
+            kind: "echo".into(),
+            input: serde_json::json!({"x": 1}),
+            priority: Priority::High,
+            state: TaskState::Pending,
+            owner: "n1".into(),
+            submitted_at_ms: 7,
+        }
+    }
+
+    #[test]
+    fn records_survive_reopening_and_keys_are_idempotent() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let tasks = SledStorage::open(dir.path())
+                .expect("open")
+                .tasks()
+                .expect("tree");
+            assert_eq!(
+                tasks.insert_new(&record("a", "k")).expect("insert"),
+                Inserted::Created
+            );
+            assert_eq!(
+                tasks.insert_new(&record("b", "k")).expect("insert"),
+                Inserted::Existing(record("a", "k"))
+            );
+        }
+        let tasks = SledStorage::open(dir.path())
+            .expect("reopen")
+            .tasks()
+            .expect("tree");
+        assert_eq!(tasks.get("a").expect("get"), Some(record("a", "k")));
+        assert_eq!(tasks.get("b").expect("get"), None);
+    }
+
+    #[test]
+    fn a_corrupt_store_is_moved_aside_and_the_node_starts_empty() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        drop(SledStorage::open(dir.path()).expect("open"));
+        // Overwrite sled's config file with garbage.
+        std::fs::write(dir.path().join("store").join("conf"), b"\xff\xfe garbage").expect("write");
+        let storage = SledStorage::open(dir.path()).expect("opens after moving aside");
+        storage.check().expect("usable");
+        let moved = std::fs::read_dir(dir.path())
+            .expect("list")
+            .filter_map(Result::ok)
+            .any(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with("store.corrupt-")
+            });
+        assert!(moved, "corrupt store kept for inspection");
+    }
+}
