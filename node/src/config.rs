@@ -173,7 +173,14 @@ impl ClusterConfig {
             } else {
                 path
             };
-            (key, format!("{}{at}", inner.message().trim_end()))
+            // Operators read this on one line; toml's messages may span several.
+            let message: Vec<&str> = inner
+                .message()
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .collect();
+            (key, format!("{}{at}", message.join("; ")))
         })?;
         config.validate()?;
         Ok(config)

@@ -1,1 +1,271 @@
+//! Harness for black-box tests: real `troupe` processes, driven over HTTP.
+//!
+//! A [`Cluster`] writes a `cluster.toml` with free loopback ports into a
+//! temporary folder, starts and stops node processes (SIGKILL, SIGTERM),
+//! and kills whatever is left when dropped, so tests clean up after
+//! themselves and can run in parallel.
 
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::net::{TcpListener, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// How long a node may take to answer `/health` after it is started.
+const START_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The `troupe` binary built by `cargo test --workspace` (or `TROUPE_BIN`).
+pub fn binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("TROUPE_BIN") {
+        return PathBuf::from(path);
+    }
+    // Test executables live in target/<profile>/deps; the binary one up.
+    let exe = std::env::current_exe().expect("test executable path");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test executable is inside target/<profile>/deps");
+    let path = profile_dir.join("troupe");
+    assert!(
+        path.exists(),
+        "{} is missing: run the tests with `cargo test --workspace`, which builds it",
+        path.display()
+    );
+    path
+}
+
+fn free_tcp_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral TCP port");
+    listener.local_addr().expect("local addr").port()
+}
+
+fn free_udp_port() -> u16 {
+    let socket = UdpSocket::bind("127.0.0.1:0").expect("bind an ephemeral UDP port");
+    socket.local_addr().expect("local addr").port()
+}
+
+/// Polls `condition` until it holds or `timeout` passes, then panics with `what`.
+pub fn wait_until(timeout: Duration, what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !condition() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A reply: status code and JSON body (`Value::Null` when not JSON).
+#[derive(Debug, Clone)]
+pub struct Reply {
+    /// HTTP status.
+    pub status: u16,
+    /// Parsed body.
+    pub body: Value,
+    /// Raw body text.
+    pub text: String,
+}
+
+fn reply(result: Result<ureq::Response, ureq::Error>) -> Reply {
+    let response = match result {
+        Ok(response) | Err(ureq::Error::Status(_, response)) => response,
+        Err(e) => panic!("request failed: {e}"),
+    };
+    let status = response.status();
+    let text = response.into_string().unwrap_or_default();
+    let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+    Reply { status, body, text }
+}
+
+struct NodePorts {
+    http: u16,
+}
+
+/// A cluster config in a temp folder and the node processes started from it.
+pub struct Cluster {
+    dir: tempfile::TempDir,
+    config: PathBuf,
+    ports: HashMap<String, NodePorts>,
+    processes: HashMap<String, Child>,
+    agent: ureq::Agent,
+}
+
+impl Cluster {
+    /// A config with `nodes` nodes (`n1`…) on free ports; `extra` is TOML
+    /// appended verbatim (`[supervision]`, `[debug]` …).
+    pub fn new(nodes: usize, extra: &str) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut toml = format!(
+            "[cluster]\nname = \"test\"\nreplication = {}\nsecret = \"test-secret\"\n",
+            nodes.min(2)
+        );
+        let mut ports = HashMap::new();
+        for i in 1..=nodes {
+            let id = format!("n{i}");
+            let http = free_tcp_port();
+            let _ = write!(
+                toml,
+                "\n[[nodes]]\nid = \"{id}\"\nhttp = \"127.0.0.1:{http}\"\ncluster = \"127.0.0.1:{}\"\n\
+                 gossip = \"127.0.0.1:{}\"\ndata_dir = \"data/{id}\"\n",
+                free_tcp_port(),
+                free_udp_port()
+            );
+            ports.insert(id, NodePorts { http });
+        }
+        toml.push('\n');
+        toml.push_str(extra);
+        let config = dir.path().join("cluster.toml");
+        std::fs::write(&config, toml).expect("write cluster.toml");
+        let agent = ureq::AgentBuilder::new()
+            .timeout(Duration::from_secs(10))
+            .build();
+        Self {
+            dir,
+            config,
+            ports,
+            processes: HashMap::new(),
+            agent,
+        }
+    }
+
+    /// Path of the generated config.
+    pub fn config_path(&self) -> &Path {
+        &self.config
+    }
+
+    /// Base URL of node `id`.
+    pub fn url(&self, id: &str) -> String {
+        format!("http://127.0.0.1:{}", self.ports[id].http)
+    }
+
+    fn log_path(&self, id: &str) -> PathBuf {
+        self.dir.path().join(format!("{id}.log"))
+    }
+
+    /// Everything node `id` logged, across its incarnations.
+    pub fn log(&self, id: &str) -> String {
+        std::fs::read_to_string(self.log_path(id)).unwrap_or_default()
+    }
+
+    /// Starts node `id` with extra `troupe node` arguments and waits for `/health`.
+    pub fn start(&mut self, id: &str, args: &[&str]) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path(id))
+            .expect("open node log");
+        let mut command = Command::new(binary());
+        command
+            .arg("node")
+            .arg("--config")
+            .arg(&self.config)
+            .arg("--id")
+            .arg(id)
+            .args(args);
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("clone log handle"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn troupe");
+        self.processes.insert(id.to_owned(), child);
+        let url = format!("{}/health", self.url(id));
+        let agent = self.agent.clone();
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if agent.get(&url).call().is_ok() {
+                return;
+            }
+            if let Some(status) = self
+                .processes
+                .get_mut(id)
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!(
+                    "node {id} exited during start-up ({status}):\n{}",
+                    self.log(id)
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {id} not healthy in time:\n{}",
+                self.log(id)
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILLs node `id` and reaps it.
+    pub fn kill(&mut self, id: &str) {
+        let mut child = self.processes.remove(id).expect("node is running");
+        child.kill().expect("SIGKILL");
+        child.wait().expect("reap");
+    }
+
+    /// Sends SIGTERM to node `id`; returns its exit status and how long it took.
+    pub fn terminate(&mut self, id: &str, within: Duration) -> (ExitStatus, Duration) {
+        let mut child = self.processes.remove(id).expect("node is running");
+        let pid = i32::try_from(child.id()).expect("pid fits");
+        let started = Instant::now();
+        // SAFETY: signalling a child process this harness started and has not reaped.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                return (status, started.elapsed());
+            }
+            if started.elapsed() > within {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "node {id} did not exit within {within:?} of SIGTERM:\n{}",
+                    self.log(id)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// GET `path` on node `id`.
+    pub fn get(&self, id: &str, path: &str) -> Reply {
+        reply(self.agent.get(&format!("{}{path}", self.url(id))).call())
+    }
+
+    /// POST a raw body to `path` on node `id`.
+    pub fn post(&self, id: &str, path: &str, body: &str) -> Reply {
+        reply(
+            self.agent
+                .post(&format!("{}{path}", self.url(id)))
+                .set("Content-Type", "application/json")
+                .send_string(body),
+        )
+    }
+
+    /// The actor at `path` in node `id`'s `/v1/actors` tree.
+    pub fn actor(&self, id: &str, path: &str) -> Option<Value> {
+        fn find(node: &Value, path: &str) -> Option<Value> {
+            if node["path"] == path {
+                return Some(node.clone());
+            }
+            node["children"]
+                .as_array()?
+                .iter()
+                .find_map(|c| find(c, path))
+        }
+        let tree = self.get(id, "/v1/actors");
+        assert_eq!(tree.status, 200, "{}", tree.text);
+        find(&tree.body, path)
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for child in self.processes.values_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}

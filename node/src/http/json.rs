@@ -14,18 +14,30 @@ pub(super) const MAX_BODY: usize = 1 << 20;
 /// Parses `body` as `T`.
 pub(super) fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     let mut deserializer = serde_json::Deserializer::from_slice(body);
-    let value = serde_path_to_error::deserialize(&mut deserializer).map_err(classify)?;
+    let value =
+        serde_path_to_error::deserialize(&mut deserializer).map_err(|e| classify(e, body))?;
     deserializer
         .end()
         .map_err(|e| ApiError::malformed(e.to_string()))?;
     Ok(value)
 }
 
-fn classify(err: serde_path_to_error::Error<serde_json::Error>) -> ApiError {
+fn classify(err: serde_path_to_error::Error<serde_json::Error>, body: &[u8]) -> ApiError {
     let path = err.path().to_string();
     let inner = err.into_inner();
+    // serde_json reports some shape errors (a number where an enum's string
+    // belongs) as syntax errors; a body that is valid JSON is a 422.
+    let well_formed = || serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok();
     match inner.classify() {
         serde_json::error::Category::Data => {
+            let field = if path == "." {
+                "(body)".to_owned()
+            } else {
+                path
+            };
+            ApiError::invalid(field, inner.to_string())
+        }
+        serde_json::error::Category::Syntax if well_formed() => {
             let field = if path == "." {
                 "(body)".to_owned()
             } else {

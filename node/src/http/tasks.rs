@@ -35,6 +35,13 @@ pub(super) async fn submit(
     if body.len() > MAX_BODY {
         return Err(ApiError::malformed(format!("body over {MAX_BODY} bytes")));
     }
+    if body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
+        // serde would read an array positionally as one task; say what we want.
+        return Err(ApiError::invalid(
+            "(body)",
+            "expected one task object; batch submission (an array) comes with the cluster scheduler",
+        ));
+    }
     let task: SubmitTask = parse(&body)?;
     match scheduler(&state)?
         .call(

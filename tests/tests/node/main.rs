@@ -1,0 +1,6 @@
+//! Black-box tests of single nodes: real `troupe` processes over HTTP.
+//! All in one test binary so it links once.
+
+mod api;
+mod durability;
+mod supervision;
