@@ -60,7 +60,25 @@ struct Tree {
 
 static SCOPES: AtomicUsize = AtomicUsize::new(0);
 
+/// The probes' injected panics are expected: keep them (and their
+/// backtraces) off stderr, and out of the restart timings. Any other panic
+/// still goes to the default hook.
+fn quiet_injected_panics() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if info.payload().downcast_ref::<String>().map(String::as_str) != Some(INJECTED) {
+                default(info);
+            }
+        }));
+    });
+}
+
+const INJECTED: &str = "boom";
+
 async fn start_tree(strategy: Strategy, policy: RestartPolicy, children: Vec<ChildSpec>) -> Tree {
+    quiet_injected_panics();
     let scope = format!("test-{}", SCOPES.fetch_add(1, Ordering::SeqCst));
     let place = ActorPath::root(&scope, "root");
     let start = SupervisorStart {
@@ -102,7 +120,7 @@ impl Tree {
             .call(
                 |reply| SupervisorMsg::Crash {
                     path,
-                    reason: "boom".into(),
+                    reason: INJECTED.into(),
                     reply,
                 },
                 Some(Duration::from_secs(2)),

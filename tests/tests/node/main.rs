@@ -2,5 +2,6 @@
 //! All in one test binary so it links once.
 
 mod api;
+mod cluster_up;
 mod durability;
 mod supervision;
