@@ -96,7 +96,7 @@ pub async fn run(
     let outcome = tokio::select! {
         () = shutdown => Ok(()),
         _ = &mut node_tree.handle => Err(anyhow::anyhow!(
-            "the supervision tree gave up (restart intensity exceeded at the root)"
+            "the root supervisor failed; the supervision tree gave up"
         )),
         result = &mut serving => Err(anyhow::anyhow!("HTTP server stopped: {result:?}")),
     };

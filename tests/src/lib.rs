@@ -208,11 +208,17 @@ impl Cluster {
 
     /// Sends SIGTERM to node `id`; returns its exit status and how long it took.
     pub fn terminate(&mut self, id: &str, within: Duration) -> (ExitStatus, Duration) {
-        let mut child = self.processes.remove(id).expect("node is running");
-        let pid = i32::try_from(child.id()).expect("pid fits");
-        let started = Instant::now();
+        let pid = i32::try_from(self.processes[id].id()).expect("pid fits");
         // SAFETY: signalling a child process this harness started and has not reaped.
         unsafe { libc::kill(pid, libc::SIGTERM) };
+        self.wait_exit(id, within)
+    }
+
+    /// Waits for node `id` to exit by itself; returns its status and how long
+    /// that took. Kills it and panics after `within`.
+    pub fn wait_exit(&mut self, id: &str, within: Duration) -> (ExitStatus, Duration) {
+        let mut child = self.processes.remove(id).expect("node is running");
+        let started = Instant::now();
         loop {
             if let Some(status) = child.try_wait().expect("wait") {
                 return (status, started.elapsed());

@@ -4,12 +4,23 @@
 //! syntax error is a 400 with line and column, and a well-formed body of the
 //! wrong shape is a 422 naming the field path (`input`, `priority`).
 
+use actix_web::web;
 use serde::de::DeserializeOwned;
 
 use super::ApiError;
 
 /// Largest JSON body accepted by typed endpoints.
 pub(super) const MAX_BODY: usize = 1 << 20;
+
+/// Reads the whole body, up to [`MAX_BODY`]; beyond it a 413 in our error
+/// shape (actix's own limit answers in plain text).
+pub(super) async fn read_body(payload: web::Payload) -> Result<web::Bytes, ApiError> {
+    match payload.to_bytes_limited(MAX_BODY).await {
+        Ok(Ok(body)) => Ok(body),
+        Ok(Err(e)) => Err(ApiError::malformed(format!("could not read the body: {e}"))),
+        Err(_) => Err(ApiError::too_large(format!("body over {MAX_BODY} bytes"))),
+    }
+}
 
 /// Parses `body` as `T`.
 pub(super) fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {

@@ -9,7 +9,7 @@ use troupe_actors::scheduler::{SchedulerError, SchedulerMsg};
 use troupe_actors::tree::SCHEDULER;
 use troupe_protocol::SubmitTask;
 
-use super::json::{parse, MAX_BODY};
+use super::json::{parse, read_body};
 use super::{ApiError, AppState};
 
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -30,11 +30,9 @@ fn scheduler_error(err: SchedulerError) -> ApiError {
 
 pub(super) async fn submit(
     state: web::Data<AppState>,
-    body: web::Bytes,
+    payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    if body.len() > MAX_BODY {
-        return Err(ApiError::malformed(format!("body over {MAX_BODY} bytes")));
-    }
+    let body = read_body(payload).await?;
     if body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
         // serde would read an array positionally as one task; say what we want.
         return Err(ApiError::invalid(

@@ -55,6 +55,15 @@ fn bad_task_input_gets_a_clear_error_and_loses_nothing() {
     let long_key = format!(r#"{{"kind":"echo","key":"{}"}}"#, "k".repeat(300));
     assert_eq!(cluster.post("n1", "/v1/tasks", &long_key).status, 422);
 
+    let huge = format!(r#"{{"kind":"echo","input":"{}"}}"#, "x".repeat(1 << 20));
+    let too_large = cluster.post("n1", "/v1/tasks", &huge);
+    assert_eq!(
+        (too_large.status, &too_large.body["error"]),
+        (413, &"too_large".into()),
+        "{}",
+        too_large.text
+    );
+
     let missing = cluster.get("n1", "/v1/tasks/no-such-task");
     assert_eq!(
         (missing.status, &missing.body["error"]),

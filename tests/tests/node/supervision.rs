@@ -164,3 +164,18 @@ fn json_logs_carry_restarts_with_path_and_cause() {
         .iter()
         .any(|l| l["message"] == "actor restarted" && l["actor"] == "node/ingest/ingestor"));
 }
+
+#[test]
+fn a_failed_root_supervisor_takes_the_node_down_with_exit_1() {
+    let mut cluster = Cluster::new(1, "");
+    cluster.start("n1", &["--fault-injection"]);
+    let crash = cluster.post("n1", "/v1/actors/node/crash", "");
+    assert_eq!(crash.status, 202, "{}", crash.text);
+    // Like an OTP node whose top supervisor dies: nothing above it to restart it.
+    let (status, _) = cluster.wait_exit("n1", SETTLE);
+    assert_eq!(status.code(), Some(1), "{}", cluster.log("n1"));
+    assert!(cluster.log("n1").contains("the root supervisor failed"));
+    // What it stored is still there for the next incarnation.
+    cluster.start("n1", &[]);
+    assert_eq!(cluster.get("n1", "/ready").status, 200);
+}
