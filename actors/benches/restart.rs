@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use ractor::rpc::CallResult;
+use troupe_actors::membership::{LoneGossip, Membership};
 use troupe_actors::plugins::PluginRegistryMsg;
 use troupe_actors::store::MemoryStorage;
 use troupe_actors::supervisor::{RestartPolicy, SupervisorMsg};
@@ -57,6 +58,17 @@ fn restart(c: &mut Criterion) {
     let config = NodeTreeConfig {
         node_id: Arc::from("bench"),
         storage: Arc::new(MemoryStorage::default()),
+        membership: Membership {
+            node_id: Arc::from("bench"),
+            gossip: Arc::new(LoneGossip {
+                node_id: "bench".into(),
+            }),
+            published: Vec::new(),
+            tick: Duration::from_millis(100),
+            suspect_after: Duration::from_millis(500),
+            leave_linger: Duration::ZERO,
+            load: Arc::new(|| None),
+        },
         // Every restart immediate and never an escalation: this measures
         // the restart itself, not the backoff policy.
         policy: RestartPolicy {

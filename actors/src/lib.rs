@@ -8,6 +8,7 @@
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod directory;
+pub mod membership;
 pub mod placeholder;
 pub mod plugins;
 pub mod scheduler;

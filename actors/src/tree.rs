@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! node            one_for_one
-//! ├── membership
+//! ├── membership  gossip view of the cluster
 //! ├── plugins
 //! ├── scheduler
 //! └── ingest      rest_for_one: a restarted ingestor restarts the shards it feeds
@@ -16,6 +16,7 @@ use ractor::{Actor, ActorRef, SpawnErr};
 use tokio::task::JoinHandle;
 
 use crate::directory::{ActorDirectory, ActorPath};
+use crate::membership::Membership;
 use crate::placeholder::Placeholder;
 use crate::plugins::PluginRegistry;
 use crate::scheduler::Scheduler;
@@ -28,6 +29,8 @@ use crate::supervisor::{
 pub const ROOT: &str = "node";
 /// Path of the scheduler.
 pub const SCHEDULER: &str = "node/scheduler";
+/// Path of the membership actor.
+pub const MEMBERSHIP: &str = "node/membership";
 /// Path of the plugin registry.
 pub const PLUGINS: &str = "node/plugins";
 
@@ -38,6 +41,8 @@ pub struct NodeTreeConfig {
     pub node_id: Arc<str>,
     /// Its storage.
     pub storage: Arc<dyn Storage>,
+    /// Membership over the node's gossip.
+    pub membership: Membership,
     /// Restart intensity and backoff for every supervisor.
     pub policy: RestartPolicy,
     /// Number of window shards under `ingest`.
@@ -74,7 +79,7 @@ fn node_children(config: &NodeTreeConfig) -> Vec<ChildSpec> {
         )
     }));
     vec![
-        ChildSpec::worker("membership", Placeholder { role: "membership" }, || ()),
+        ChildSpec::worker("membership", config.membership.clone(), || ()),
         ChildSpec::worker("plugins", PluginRegistry, || ()),
         ChildSpec::worker("scheduler", scheduler, || ()),
         ChildSpec::supervisor(

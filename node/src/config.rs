@@ -58,10 +58,28 @@ pub struct ClusterSection {
     pub replication: usize,
     /// Shared secret for node-to-node authentication and token signing.
     pub secret: String,
+    /// Time between gossip rounds.
+    #[serde(default = "default_gossip_interval_ms")]
+    pub gossip_interval_ms: u64,
+    /// Phi-accrual threshold: a node is declared dead after roughly this
+    /// many mean heartbeat intervals of silence.
+    #[serde(default = "default_phi_threshold")]
+    pub phi_threshold: f64,
 }
 
 fn default_replication() -> usize {
     2
+}
+
+fn default_gossip_interval_ms() -> u64 {
+    100
+}
+
+/// With 100 ms gossip the mean heartbeat interval on loopback is ~60 ms,
+/// so 24 declares a node dead after ~1.5 s of silence: fast, yet robust to
+/// a noisy 2-core machine pausing a process for a second.
+fn default_phi_threshold() -> f64 {
+    24.0
 }
 
 /// One `[[nodes]]` entry.
@@ -194,6 +212,12 @@ impl ClusterConfig {
         }
         if self.cluster.secret.is_empty() {
             return bad("cluster.secret", "must not be empty");
+        }
+        if !(10..=10_000).contains(&self.cluster.gossip_interval_ms) {
+            return bad("cluster.gossip_interval_ms", "must be between 10 and 10000");
+        }
+        if !(self.cluster.phi_threshold >= 1.0 && self.cluster.phi_threshold <= 100.0) {
+            return bad("cluster.phi_threshold", "must be between 1 and 100");
         }
         if self.nodes.is_empty() {
             return bad("nodes", "at least one [[nodes]] entry is required");

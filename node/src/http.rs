@@ -5,6 +5,7 @@
 //! server and by in-process tests alike.
 
 mod actors;
+mod cluster;
 mod error;
 mod health;
 mod json;
@@ -26,6 +27,8 @@ pub use error::ApiError;
 /// What handlers need to reach the node's actors.
 #[derive(Clone)]
 pub struct AppState {
+    /// Cluster name.
+    pub cluster: Arc<str>,
     /// This node's id.
     pub node_id: Arc<str>,
     /// Incarnation: start time in ms since the epoch.
@@ -49,6 +52,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/health", web::get().to(health::health))
         .route("/ready", web::get().to(health::ready))
         .route("/metrics", web::get().to(health::metrics))
+        .route("/v1/cluster", web::get().to(cluster::view))
         .route("/v1/actors", web::get().to(actors::tree))
         .route("/v1/actors/{path:.+}/crash", web::post().to(actors::crash))
         .route("/v1/tasks", web::post().to(tasks::submit))

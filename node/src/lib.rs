@@ -6,6 +6,7 @@
 pub mod cli;
 pub mod cluster;
 pub mod config;
+pub mod gossip;
 pub mod http;
 pub mod run;
 pub mod signals;

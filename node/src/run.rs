@@ -12,9 +12,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use actix_web::{web, App, HttpServer};
 use anyhow::Context;
 use metrics_exporter_prometheus::PrometheusHandle;
-use troupe_actors::tree::{self, NodeTreeConfig};
+use troupe_actors::membership::{Membership, MembershipMsg, KEY_HTTP, KEY_VERSION};
+use troupe_actors::tree::{self, NodeTreeConfig, MEMBERSHIP};
 
-use crate::config::ClusterConfig;
+use crate::config::{ClusterConfig, NodeEntry};
+use crate::gossip::{cpu_load_probe, ChitchatGossip};
 use crate::http::{self, AppState};
 use crate::store::SledStorage;
 use crate::telemetry;
@@ -23,6 +25,36 @@ use crate::telemetry;
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(15);
 /// Window shards under `node/ingest` until pipelines configure them.
 const INGEST_SHARDS: usize = 2;
+
+/// Membership for node `entry`: gossip with every other configured node.
+fn membership(config: &ClusterConfig, entry: &NodeEntry) -> Membership {
+    let interval = Duration::from_millis(config.cluster.gossip_interval_ms);
+    let gossip = ChitchatGossip {
+        node_id: entry.id.clone(),
+        cluster: config.cluster.name.clone(),
+        listen: entry.gossip,
+        seeds: config
+            .nodes
+            .iter()
+            .filter(|n| n.id != entry.id)
+            .map(|n| n.gossip.to_string())
+            .collect(),
+        interval,
+        phi_threshold: config.cluster.phi_threshold,
+    };
+    Membership {
+        node_id: Arc::from(entry.id.as_str()),
+        gossip: Arc::new(gossip),
+        published: vec![
+            (KEY_HTTP.to_owned(), entry.http.to_string()),
+            (KEY_VERSION.to_owned(), env!("CARGO_PKG_VERSION").to_owned()),
+        ],
+        tick: interval,
+        suspect_after: interval * 5,
+        leave_linger: interval * 3,
+        load: Arc::new(cpu_load_probe()),
+    }
+}
 
 /// Which node of the config to run, and how.
 #[derive(Debug, Clone)]
@@ -59,6 +91,7 @@ pub async fn run(
     let tree_config = NodeTreeConfig {
         node_id: Arc::clone(&node_id),
         storage: Arc::new(storage.clone()),
+        membership: membership(config, &entry),
         policy: config.supervision.policy(),
         shards: INGEST_SHARDS,
     };
@@ -67,6 +100,7 @@ pub async fn run(
         .context("supervision tree failed to start")?;
 
     let state = web::Data::new(AppState {
+        cluster: Arc::from(config.cluster.name.as_str()),
         node_id: Arc::clone(&node_id),
         generation,
         started: Instant::now(),
@@ -103,6 +137,13 @@ pub async fn run(
     tracing::info!(node = %node_id, "shutting down");
     upkeep.abort();
     let stopping = async {
+        // Peers hear that we leave before anything else stops, so they need
+        // not wait for the failure detector.
+        if let Some(membership) = node_tree.directory.get::<MembershipMsg>(MEMBERSHIP) {
+            let _ = membership
+                .call(MembershipMsg::Leave, Some(SHUTDOWN_GRACE))
+                .await;
+        }
         server_handle.stop(true).await;
         let _ = node_tree
             .root

@@ -6,11 +6,13 @@
 #![deny(missing_docs)]
 
 pub mod actors;
+pub mod cluster;
 pub mod error;
 pub mod health;
 pub mod tasks;
 
 pub use actors::{ActorNode, ActorStatus, Failure};
+pub use cluster::{ClusterView, Member, MemberState};
 pub use error::ErrorBody;
 pub use health::{Health, Readiness};
 pub use tasks::{Priority, SubmitTask, TaskAccepted, TaskRecord, TaskState};

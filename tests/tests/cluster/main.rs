@@ -1,0 +1,4 @@
+//! Black-box tests of several nodes together: real `troupe` processes
+//! gossiping on loopback, killed and restarted.
+
+mod membership;
