@@ -78,6 +78,7 @@ fn restart(c: &mut Criterion) {
             backoff_max: Duration::ZERO,
         },
         shards: 2,
+        workers: 2,
     };
     let tree = runtime
         .block_on(tree::start("bench", &config))

@@ -14,4 +14,5 @@ pub mod plugins;
 pub mod scheduler;
 pub mod store;
 pub mod supervisor;
+pub mod tasks;
 pub mod tree;

@@ -7,14 +7,7 @@
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
 use crate::supervisor::FaultInjection;
-
-/// Task kinds every node has.
-const BUILTIN_KINDS: &[&str] = &["echo", "sleep", "cpu", "fail", "panic"];
-
-/// Whether `kind` is one of the built-in task kinds.
-pub fn is_builtin_kind(kind: &str) -> bool {
-    BUILTIN_KINDS.contains(&kind)
-}
+use crate::tasks::kinds::BUILTIN;
 
 /// Messages the registry handles.
 pub enum PluginRegistryMsg {
@@ -44,7 +37,7 @@ impl Actor for PluginRegistry {
         _myself: ActorRef<Self::Msg>,
         _: (),
     ) -> Result<Self::State, ActorProcessingErr> {
-        Ok(BUILTIN_KINDS.iter().map(|k| (*k).to_owned()).collect())
+        Ok(BUILTIN.iter().map(|k| (*k).to_owned()).collect())
     }
 
     async fn handle(

@@ -31,7 +31,7 @@ pub enum Inserted {
     /// The record was written and is durable.
     Created,
     /// A task with the same idempotency key exists already; nothing written.
-    Existing(TaskRecord),
+    Existing(Box<TaskRecord>),
 }
 
 /// Durable task records of one node.
@@ -41,6 +41,10 @@ pub trait TaskStore: Send + Sync {
     fn insert_new(&self, record: &TaskRecord) -> Result<Inserted, StoreError>;
     /// The record with this id.
     fn get(&self, id: &str) -> Result<Option<TaskRecord>, StoreError>;
+    /// Overwrites an existing record (state changes); not flushed.
+    fn put(&self, record: &TaskRecord) -> Result<(), StoreError>;
+    /// Every record not in a terminal state.
+    fn unfinished(&self) -> Result<Vec<TaskRecord>, StoreError>;
 }
 
 /// One node's storage: opens the stores that actors use.
@@ -59,7 +63,7 @@ pub struct MemoryStorage {
 
 #[derive(Debug, Default)]
 struct MemoryTasks {
-    records: Mutex<(HashMap<String, TaskRecord>, HashMap<String, String>)>,
+    records: Mutex<MemoryMaps>,
 }
 
 impl Storage for MemoryStorage {
@@ -72,15 +76,22 @@ impl Storage for MemoryStorage {
     }
 }
 
+type MemoryMaps = (HashMap<String, TaskRecord>, HashMap<String, String>);
+
+impl MemoryTasks {
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, MemoryMaps>, StoreError> {
+        self.records
+            .lock()
+            .map_err(|_| StoreError::Unavailable("lock poisoned".into()))
+    }
+}
+
 impl TaskStore for MemoryTasks {
     fn insert_new(&self, record: &TaskRecord) -> Result<Inserted, StoreError> {
-        let mut guard = self
-            .records
-            .lock()
-            .map_err(|_| StoreError::Unavailable("lock poisoned".into()))?;
+        let mut guard = self.lock()?;
         let (by_id, by_key) = &mut *guard;
         if let Some(existing) = by_key.get(&record.key).and_then(|id| by_id.get(id)) {
-            return Ok(Inserted::Existing(existing.clone()));
+            return Ok(Inserted::Existing(Box::new(existing.clone())));
         }
         by_key.insert(record.key.clone(), record.id.clone());
         by_id.insert(record.id.clone(), record.clone());
@@ -88,10 +99,21 @@ impl TaskStore for MemoryTasks {
     }
 
     fn get(&self, id: &str) -> Result<Option<TaskRecord>, StoreError> {
-        let guard = self
-            .records
-            .lock()
-            .map_err(|_| StoreError::Unavailable("lock poisoned".into()))?;
-        Ok(guard.0.get(id).cloned())
+        Ok(self.lock()?.0.get(id).cloned())
+    }
+
+    fn put(&self, record: &TaskRecord) -> Result<(), StoreError> {
+        self.lock()?.0.insert(record.id.clone(), record.clone());
+        Ok(())
+    }
+
+    fn unfinished(&self) -> Result<Vec<TaskRecord>, StoreError> {
+        Ok(self
+            .lock()?
+            .0
+            .values()
+            .filter(|r| !r.state.is_terminal())
+            .cloned()
+            .collect())
     }
 }

@@ -4,14 +4,21 @@
 //! node            one_for_one
 //! ├── membership  gossip view of the cluster
 //! ├── plugins
-//! ├── scheduler
+//! ├── scheduler   rest_for_one: a restarted pool restarts the table, which
+//! │   │           re-queues what the pool was running
+//! │   ├── workers  ractor factory running task attempts
+//! │   └── table    the task table
 //! └── ingest      rest_for_one: a restarted ingestor restarts the shards it feeds
 //!     ├── ingestor
 //!     └── shard-0 … shard-K-1
 //! ```
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
+use ractor::factory::routing::QueuerRouting;
+use ractor::factory::{worker_builder, DeadMansSwitchConfiguration, Factory, FactoryArguments};
 use ractor::{Actor, ActorRef, SpawnErr};
 use tokio::task::JoinHandle;
 
@@ -19,16 +26,20 @@ use crate::directory::{ActorDirectory, ActorPath};
 use crate::membership::Membership;
 use crate::placeholder::Placeholder;
 use crate::plugins::PluginRegistry;
-use crate::scheduler::Scheduler;
+use crate::scheduler::{Scheduler, MAX_TIMEOUT};
 use crate::store::Storage;
 use crate::supervisor::{
     ChildSpec, RestartPolicy, Strategy, Supervisor, SupervisorArgs, SupervisorMsg, SupervisorStart,
 };
+use crate::tasks::queue::FairQueue;
+use crate::tasks::worker::{TaskJob, TaskWorker};
 
 /// Name of the root supervisor; every actor path starts with it.
 pub const ROOT: &str = "node";
-/// Path of the scheduler.
-pub const SCHEDULER: &str = "node/scheduler";
+/// Path of the task table.
+pub const SCHEDULER: &str = "node/scheduler/table";
+/// Path of the worker pool.
+pub const WORKERS: &str = "node/scheduler/workers";
 /// Path of the membership actor.
 pub const MEMBERSHIP: &str = "node/membership";
 /// Path of the plugin registry.
@@ -47,6 +58,32 @@ pub struct NodeTreeConfig {
     pub policy: RestartPolicy,
     /// Number of window shards under `ingest`.
     pub shards: usize,
+    /// Initial size of the worker pool.
+    pub workers: usize,
+}
+
+/// The pool that runs task attempts.
+pub type TaskPool =
+    Factory<String, TaskJob, (), TaskWorker, QueuerRouting<String, TaskJob>, FairQueue>;
+
+/// A worker busy on one attempt for longer than this is stuck (no attempt
+/// may legitimately run longer than the largest timeout) and is replaced.
+const STUCK_AFTER: Duration = MAX_TIMEOUT.saturating_add(Duration::from_secs(30));
+
+fn pool_spec(size: Arc<AtomicUsize>) -> ChildSpec {
+    ChildSpec::stoppable("workers", move || {
+        let arguments = FactoryArguments::builder()
+            .worker_builder(Box::new(worker_builder(|_| (TaskWorker, ()))))
+            .queue(FairQueue::default())
+            .router(QueuerRouting::default())
+            .num_initial_workers(size.load(Ordering::SeqCst))
+            .dead_mans_switch(DeadMansSwitchConfiguration {
+                detection_timeout: STUCK_AFTER,
+                kill_worker: true,
+            })
+            .build();
+        (TaskPool::default(), arguments)
+    })
 }
 
 /// A running tree: its root and a directory to find actors in it.
@@ -59,10 +96,13 @@ pub struct NodeTree {
     pub directory: ActorDirectory,
 }
 
-fn node_children(config: &NodeTreeConfig) -> Vec<ChildSpec> {
-    let scheduler = Scheduler {
+fn node_children(config: &NodeTreeConfig, directory: &ActorDirectory) -> Vec<ChildSpec> {
+    let workers = Arc::new(AtomicUsize::new(config.workers));
+    let table = Scheduler {
         node_id: Arc::clone(&config.node_id),
         storage: Arc::clone(&config.storage),
+        directory: directory.clone(),
+        workers: Arc::clone(&workers),
     };
     let mut ingest = vec![ChildSpec::worker(
         "ingestor",
@@ -81,7 +121,14 @@ fn node_children(config: &NodeTreeConfig) -> Vec<ChildSpec> {
     vec![
         ChildSpec::worker("membership", config.membership.clone(), || ()),
         ChildSpec::worker("plugins", PluginRegistry, || ()),
-        ChildSpec::worker("scheduler", scheduler, || ()),
+        ChildSpec::supervisor(
+            "scheduler",
+            SupervisorArgs {
+                strategy: Strategy::RestForOne,
+                policy: config.policy,
+                children: vec![pool_spec(workers), ChildSpec::worker("table", table, || ())],
+            },
+        ),
         ChildSpec::supervisor(
             "ingest",
             SupervisorArgs {
@@ -101,7 +148,7 @@ pub async fn start(scope: &str, config: &NodeTreeConfig) -> Result<NodeTree, Spa
         args: SupervisorArgs {
             strategy: Strategy::OneForOne,
             policy: config.policy,
-            children: node_children(config),
+            children: node_children(config, &directory),
         },
         place: place.clone(),
     };

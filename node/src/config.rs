@@ -39,6 +39,9 @@ pub struct ClusterConfig {
     /// `[supervision]`: restart intensity and backoff.
     #[serde(default)]
     pub supervision: SupervisionSection,
+    /// `[workers]`: the local worker pool.
+    #[serde(default)]
+    pub workers: WorkersSection,
     /// `[debug]`: switches for testing and demos.
     #[serde(default)]
     pub debug: DebugSection,
@@ -142,6 +145,20 @@ impl SupervisionSection {
             backoff_min: Duration::from_millis(self.backoff_min_ms),
             backoff_max: Duration::from_millis(self.backoff_max_ms),
         }
+    }
+}
+
+/// `[workers]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorkersSection {
+    /// Workers at start; `PUT /v1/workers` changes it at run time.
+    pub count: usize,
+}
+
+impl Default for WorkersSection {
+    fn default() -> Self {
+        Self { count: 4 }
     }
 }
 
@@ -273,6 +290,15 @@ impl ClusterConfig {
                     "must start with postgres:// or postgresql://",
                 );
             }
+        }
+        if !(1..=troupe_actors::scheduler::MAX_WORKERS).contains(&self.workers.count) {
+            return Err((
+                "workers.count".into(),
+                format!(
+                    "must be from 1 to {}",
+                    troupe_actors::scheduler::MAX_WORKERS
+                ),
+            ));
         }
         let s = &self.supervision;
         if s.within_secs == 0 {

@@ -94,6 +94,7 @@ pub async fn run(
         membership: membership(config, &entry),
         policy: config.supervision.policy(),
         shards: INGEST_SHARDS,
+        workers: config.workers.count,
     };
     let mut node_tree = tree::start(&format!("{node_id}@{generation}"), &tree_config)
         .await

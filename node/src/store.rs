@@ -130,7 +130,7 @@ impl TaskStore for SledTasks {
         if let Some(id) = existing {
             let id = String::from_utf8_lossy(&id).into_owned();
             return match self.get(&id)? {
-                Some(record) => Ok(Inserted::Existing(record)),
+                Some(record) => Ok(Inserted::Existing(Box::new(record))),
                 None => Err(StoreError::Corrupt {
                     key: id,
                     reason: "idempotency key points at a missing task".into(),
@@ -139,6 +139,26 @@ impl TaskStore for SledTasks {
         }
         self.db.flush().map_err(unavailable)?;
         Ok(Inserted::Created)
+    }
+
+    fn put(&self, record: &TaskRecord) -> Result<(), StoreError> {
+        let bytes = serde_json::to_vec(record).map_err(unavailable)?;
+        self.by_id
+            .insert(record.id.as_bytes(), bytes)
+            .map(|_| ())
+            .map_err(unavailable)
+    }
+
+    fn unfinished(&self) -> Result<Vec<TaskRecord>, StoreError> {
+        let mut records = Vec::new();
+        for entry in &self.by_id {
+            let (key, bytes) = entry.map_err(unavailable)?;
+            let record = decode(&String::from_utf8_lossy(&key), &bytes)?;
+            if !record.state.is_terminal() {
+                records.push(record);
+            }
+        }
+        Ok(records)
     }
 
     fn get(&self, id: &str) -> Result<Option<TaskRecord>, StoreError> {
@@ -165,6 +185,13 @@ mod tests {
             state: TaskState::Pending,
             owner: "n1".into(),
             submitted_at_ms: 7,
+            timeout_ms: None,
+            max_retries: 0,
+            backoff: Default::default(),
+            attempts: Vec::new(),
+            result: None,
+            error: None,
+            finished_at_ms: None,
         }
     }
 
@@ -182,7 +209,7 @@ mod tests {
             );
             assert_eq!(
                 tasks.insert_new(&record("b", "k")).expect("insert"),
-                Inserted::Existing(record("a", "k"))
+                Inserted::Existing(Box::new(record("a", "k")))
             );
         }
         let tasks = SledStorage::open(dir.path())

@@ -15,4 +15,6 @@ pub use actors::{ActorNode, ActorStatus, Failure};
 pub use cluster::{ClusterView, Member, MemberState};
 pub use error::ErrorBody;
 pub use health::{Health, Readiness};
-pub use tasks::{Priority, SubmitTask, TaskAccepted, TaskRecord, TaskState};
+pub use tasks::{
+    Attempt, Backoff, Priority, SubmitTask, TaskAccepted, TaskRecord, TaskState, Workers,
+};

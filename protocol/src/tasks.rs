@@ -35,6 +35,42 @@ pub struct SubmitTask {
     /// Idempotency key: the same key names the same task.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
+    /// Longest one attempt may run before it is stopped as timed out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+    /// Further attempts after a failed, crashed or timed-out one.
+    #[serde(default)]
+    pub max_retries: u32,
+    /// Delay between attempts.
+    #[serde(default)]
+    pub backoff: Backoff,
+}
+
+/// Exponential backoff with full jitter between attempts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Backoff {
+    /// Upper bound of the first delay.
+    pub initial_ms: u64,
+    /// Upper bound of any delay.
+    pub max_ms: u64,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self {
+            initial_ms: 100,
+            max_ms: 10_000,
+        }
+    }
+}
+
+/// Body of `PUT /v1/workers`, and reply of `GET /v1/workers`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Workers {
+    /// Number of workers in this node's pool.
+    pub count: usize,
 }
 
 /// Reply to an accepted submission (202).
@@ -58,12 +94,44 @@ pub enum TaskState {
     Queued,
     /// On a worker now.
     Running,
+    /// An attempt failed; waiting out the backoff before the next.
+    Retrying,
     /// Finished with a result.
     Succeeded,
     /// Finished with an error after its retries.
     Failed,
     /// Cancelled before it finished.
     Cancelled,
+    /// Its last attempt ran past `timeout_ms`.
+    TimedOut,
+}
+
+impl TaskState {
+    /// Whether the task is finished for good.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            TaskState::Succeeded | TaskState::Failed | TaskState::Cancelled | TaskState::TimedOut
+        )
+    }
+}
+
+/// One attempt at running a task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Attempt {
+    /// 1 for the first attempt.
+    pub number: u32,
+    /// The node that ran it.
+    pub node: String,
+    /// When it started, ms since the Unix epoch.
+    pub started_at_ms: u64,
+    /// When it ended, if it has.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at_ms: Option<u64>,
+    /// How it ended: `succeeded`, `failed: …`, `crashed: …`, `timed_out`,
+    /// `cancelled`, `interrupted` (the node stopped under it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<String>,
 }
 
 /// A task as stored and as served by `GET /v1/tasks/{id}`.
@@ -85,4 +153,25 @@ pub struct TaskRecord {
     pub owner: String,
     /// Submission time, ms since the Unix epoch.
     pub submitted_at_ms: u64,
+    /// Per-attempt timeout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+    /// Further attempts allowed after the first.
+    #[serde(default)]
+    pub max_retries: u32,
+    /// Delay between attempts.
+    #[serde(default)]
+    pub backoff: Backoff,
+    /// Every attempt so far, oldest first.
+    #[serde(default)]
+    pub attempts: Vec<Attempt>,
+    /// The plugin's output, once succeeded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<Value>,
+    /// Why it failed, timed out or was cancelled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// When it reached its terminal state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at_ms: Option<u64>,
 }

@@ -94,6 +94,37 @@ impl ChildSpec {
         }
     }
 
+    /// An actor whose messages are not ours (ractor's factory): `make`
+    /// builds it and its arguments for every incarnation, and an injected
+    /// fault stops it, which its supervisor treats as a failure too.
+    pub fn stoppable<A, F>(name: impl Into<String>, make: F) -> Self
+    where
+        A: Actor,
+        F: Fn() -> (A, A::Arguments) + Send + Sync + 'static,
+    {
+        let make = Arc::new(make);
+        let start = move |place: ActorPath, supervisor: ActorCell| {
+            let (actor, arguments) = make();
+            let fut: BoxFuture<'static, Result<ActorCell, SpawnErr>> = Box::pin(async move {
+                let name = Some(place.registered_name());
+                let (actor_ref, _) =
+                    Actor::spawn_linked(name, actor, arguments, supervisor).await?;
+                Ok(actor_ref.get_cell())
+            });
+            fut
+        };
+        let inject = |cell: &ActorCell, reason: String| {
+            cell.stop(Some(format!("injected fault: {reason}")));
+            true
+        };
+        Self {
+            name: name.into(),
+            kind: ChildKind::Worker,
+            start: Arc::new(start),
+            inject: Arc::new(inject),
+        }
+    }
+
     /// A nested supervisor with its own strategy, policy and children.
     pub fn supervisor(name: impl Into<String>, args: SupervisorArgs) -> Self {
         let name = name.into();

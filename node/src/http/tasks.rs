@@ -1,4 +1,5 @@
-//! `POST /v1/tasks` and `GET /v1/tasks/{id}`.
+//! `POST /v1/tasks`, `GET` and `DELETE /v1/tasks/{id}`, `GET` and
+//! `PUT /v1/workers`.
 
 use std::time::Duration;
 
@@ -7,24 +8,41 @@ use ractor::rpc::CallResult;
 use ractor::ActorRef;
 use troupe_actors::scheduler::{SchedulerError, SchedulerMsg};
 use troupe_actors::tree::SCHEDULER;
-use troupe_protocol::SubmitTask;
+use troupe_protocol::{SubmitTask, Workers};
 
 use super::json::{parse, read_body};
 use super::{ApiError, AppState};
 
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
-fn scheduler(state: &AppState) -> Result<ActorRef<SchedulerMsg>, ApiError> {
+fn table(state: &AppState) -> Result<ActorRef<SchedulerMsg>, ApiError> {
     state
         .directory
         .get(SCHEDULER)
-        .ok_or_else(|| ApiError::unavailable("the scheduler is restarting"))
+        .ok_or_else(|| ApiError::unavailable("the task table is restarting"))
 }
 
-fn scheduler_error(err: SchedulerError) -> ApiError {
+fn table_error(err: SchedulerError) -> ApiError {
     match err {
         SchedulerError::Invalid { field, reason } => ApiError::invalid(field, reason),
+        SchedulerError::NotFound(_) => ApiError::not_found(err.to_string()),
+        SchedulerError::Finished { .. } => ApiError::conflict(err.to_string()),
         SchedulerError::Store(e) => ApiError::unavailable(e.to_string()),
+    }
+}
+
+/// Calls the task table and maps its answer; `what` names the request in
+/// the error when the table does not answer.
+async fn ask<T, F>(state: &AppState, build: F, what: &str) -> Result<T, ApiError>
+where
+    T: Send + 'static,
+    F: FnOnce(ractor::RpcReplyPort<Result<T, SchedulerError>>) -> SchedulerMsg,
+{
+    match table(state)?.call(build, Some(CALL_TIMEOUT)).await {
+        Ok(CallResult::Success(answer)) => answer.map_err(table_error),
+        _ => Err(ApiError::unavailable(format!(
+            "the task table did not answer; {what}"
+        ))),
     }
 }
 
@@ -41,20 +59,14 @@ pub(super) async fn submit(
         ));
     }
     let task: SubmitTask = parse(&body)?;
-    match scheduler(&state)?
-        .call(
-            |reply| SchedulerMsg::Submit(task, reply),
-            Some(CALL_TIMEOUT),
-        )
-        .await
-    {
-        Ok(CallResult::Success(Ok(accepted))) => Ok(HttpResponse::Accepted().json(accepted)),
-        Ok(CallResult::Success(Err(err))) => Err(scheduler_error(err)),
-        // Not acknowledged: the client may retry with the same key.
-        _ => Err(ApiError::unavailable(
-            "the scheduler did not answer; the task was not acknowledged",
-        )),
-    }
+    // Not acknowledged unless answered: the client may retry with the same key.
+    let accepted = ask(
+        &state,
+        |reply| SchedulerMsg::Submit(task, reply),
+        "the task was not acknowledged",
+    )
+    .await?;
+    Ok(HttpResponse::Accepted().json(accepted))
 }
 
 pub(super) async fn get(
@@ -62,16 +74,46 @@ pub(super) async fn get(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
-    let answer = scheduler(&state)?
-        .call(
-            |reply| SchedulerMsg::Get(id.clone(), reply),
-            Some(CALL_TIMEOUT),
-        )
-        .await;
-    match answer {
-        Ok(CallResult::Success(Ok(Some(record)))) => Ok(HttpResponse::Ok().json(record)),
-        Ok(CallResult::Success(Ok(None))) => Err(ApiError::not_found(format!("no task {id}"))),
-        Ok(CallResult::Success(Err(err))) => Err(scheduler_error(err)),
-        _ => Err(ApiError::unavailable("the scheduler did not answer")),
+    let found = ask(
+        &state,
+        |reply| SchedulerMsg::Get(id.clone(), reply),
+        "try again",
+    )
+    .await?;
+    found
+        .map(|record| HttpResponse::Ok().json(record))
+        .ok_or_else(|| ApiError::not_found(format!("no task {id}")))
+}
+
+pub(super) async fn cancel(
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = id.into_inner();
+    let record = ask(&state, |reply| SchedulerMsg::Cancel(id, reply), "try again").await?;
+    Ok(HttpResponse::Ok().json(record))
+}
+
+pub(super) async fn workers(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    match table(&state)?
+        .call(SchedulerMsg::Workers, Some(CALL_TIMEOUT))
+        .await
+    {
+        Ok(CallResult::Success(count)) => Ok(HttpResponse::Ok().json(Workers { count })),
+        _ => Err(ApiError::unavailable("the task table did not answer")),
     }
+}
+
+pub(super) async fn resize(
+    state: web::Data<AppState>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let Workers { count } = parse(&read_body(payload).await?)?;
+    let count = ask(
+        &state,
+        |reply| SchedulerMsg::SetWorkers(count, reply),
+        "try again",
+    )
+    .await?;
+    Ok(HttpResponse::Ok().json(Workers { count }))
 }

@@ -76,10 +76,16 @@ fn bad_task_input_gets_a_clear_error_and_loses_nothing() {
     );
 
     let id = good.body["id"].as_str().expect("id");
-    let record = cluster.get("n1", &format!("/v1/tasks/{id}"));
-    assert_eq!(record.status, 200);
-    assert_eq!(record.body["input"], serde_json::json!([1, 2]));
-    assert_eq!(record.body["state"], "pending");
+    troupe_tests::wait_until(
+        std::time::Duration::from_secs(10),
+        "the echo task to finish",
+        || cluster.get("n1", &format!("/v1/tasks/{id}")).body["state"] == "succeeded",
+    );
+    let record = cluster.get("n1", &format!("/v1/tasks/{id}")).body;
+    assert_eq!(
+        (&record["input"], &record["result"]),
+        (&serde_json::json!([1, 2]), &serde_json::json!([1, 2]))
+    );
 }
 
 #[test]

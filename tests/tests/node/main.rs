@@ -5,3 +5,4 @@ mod api;
 mod cluster_up;
 mod durability;
 mod supervision;
+mod tasks;

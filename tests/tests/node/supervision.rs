@@ -32,9 +32,9 @@ fn a_crashed_actor_is_restarted_counted_and_serves_again() {
     let before = cluster.post("n1", "/v1/tasks", r#"{"kind":"echo","input":{"n":1}}"#);
     assert_eq!(before.status, 202, "{}", before.text);
 
-    let crash = cluster.post("n1", "/v1/actors/node/scheduler/crash", "");
+    let crash = cluster.post("n1", "/v1/actors/node/scheduler/table/crash", "");
     assert_eq!(crash.status, 202, "{}", crash.text);
-    let scheduler = await_running_with(&cluster, "node/scheduler", 1);
+    let scheduler = await_running_with(&cluster, "node/scheduler/table", 1);
     let reason = scheduler["last_failure"]["reason"]
         .as_str()
         .unwrap_or_default();
@@ -51,7 +51,7 @@ fn a_crashed_actor_is_restarted_counted_and_serves_again() {
 
     let metrics = cluster.get("n1", "/metrics").text;
     assert!(
-        metrics.contains(r#"troupe_actor_restarts_total{actor="node/scheduler"} 1"#),
+        metrics.contains(r#"troupe_actor_restarts_total{actor="node/scheduler/table"} 1"#),
         "{metrics}"
     );
     assert!(metrics.contains(r#"troupe_actor_restarts_total{actor="node/plugins"} 0"#));
@@ -71,7 +71,7 @@ fn a_crashed_actor_is_restarted_counted_and_serves_again() {
     assert!(status.status.success(), "{text}");
     let row = text
         .lines()
-        .find(|l| l.contains("scheduler"))
+        .find(|l| l.contains("└── table"))
         .unwrap_or_default();
     assert!(
         row.contains("running") && row.contains(" 1  injected fault"),
@@ -119,7 +119,7 @@ fn too_many_restarts_escalate_to_the_parent_supervisor() {
 fn fault_injection_is_refused_unless_enabled_and_checks_the_path() {
     let mut cluster = Cluster::new(2, "");
     cluster.start("n1", &[]);
-    let refused = cluster.post("n1", "/v1/actors/node/scheduler/crash", "");
+    let refused = cluster.post("n1", "/v1/actors/node/scheduler/table/crash", "");
     assert_eq!(refused.status, 403, "{}", refused.text);
     assert_eq!(refused.body["error"], "forbidden");
     assert!(refused.body["detail"]
@@ -132,7 +132,11 @@ fn fault_injection_is_refused_unless_enabled_and_checks_the_path() {
     );
 
     cluster.start("n2", &["--fault-injection"]);
-    for path in ["node/nope", "node/scheduler/deeper", "other/scheduler"] {
+    for path in [
+        "node/nope",
+        "node/scheduler/table/deeper",
+        "other/scheduler",
+    ] {
         let reply = cluster.post("n2", &format!("/v1/actors/{path}/crash"), "");
         assert_eq!(reply.status, 404, "{path}: {}", reply.text);
         assert_eq!(reply.body["error"], "not_found");

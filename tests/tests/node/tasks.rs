@@ -1,0 +1,228 @@
+//! Running tasks on one node: kinds, retries, timeout, cancel, priorities
+//! and the worker pool, all over HTTP.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use troupe_tests::{wait_until, Cluster};
+
+const FINISH: Duration = Duration::from_secs(20);
+
+fn submit(cluster: &Cluster, body: Value) -> String {
+    let reply = cluster.post("n1", "/v1/tasks", &body.to_string());
+    assert_eq!(reply.status, 202, "{}", reply.text);
+    reply.body["id"].as_str().expect("id").to_owned()
+}
+
+fn task(cluster: &Cluster, id: &str) -> Value {
+    let reply = cluster.get("n1", &format!("/v1/tasks/{id}"));
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    reply.body
+}
+
+fn await_state(cluster: &Cluster, id: &str, state: &str) -> Value {
+    wait_until(FINISH, &format!("task {id} to be {state}"), || {
+        task(cluster, id)["state"] == state
+    });
+    task(cluster, id)
+}
+
+fn outcomes(record: &Value) -> Vec<String> {
+    record["attempts"]
+        .as_array()
+        .expect("attempts")
+        .iter()
+        .map(|a| a["outcome"].as_str().unwrap_or("-").to_owned())
+        .collect()
+}
+
+fn put_workers(cluster: &Cluster, body: &str) -> troupe_tests::Reply {
+    let url = format!("{}/v1/workers", cluster.url("n1"));
+    match ureq::put(&url)
+        .set("Content-Type", "application/json")
+        .send_string(body)
+    {
+        Ok(r) | Err(ureq::Error::Status(_, r)) => {
+            let status = r.status();
+            let text = r.into_string().unwrap_or_default();
+            troupe_tests::Reply {
+                status,
+                body: serde_json::from_str(&text).unwrap_or(Value::Null),
+                text,
+            }
+        }
+        Err(e) => panic!("PUT /v1/workers: {e}"),
+    }
+}
+
+#[test]
+fn each_kind_reaches_its_terminal_state_with_its_attempts_recorded() {
+    let mut cluster = Cluster::new(1, "");
+    cluster.start("n1", &[]);
+    let echo = submit(
+        &cluster,
+        json!({"kind": "echo", "input": {"hello": "world"}}),
+    );
+    let cpu = submit(
+        &cluster,
+        json!({"kind": "cpu", "input": {"iterations": 200000}}),
+    );
+    let fail = submit(
+        &cluster,
+        json!({"kind": "fail", "input": {"message": "boom"}, "max_retries": 2, "backoff": {"initial_ms": 10, "max_ms": 50}}),
+    );
+    let panic = submit(
+        &cluster,
+        json!({"kind": "panic", "max_retries": 1, "backoff": {"initial_ms": 10, "max_ms": 20}}),
+    );
+    let slow = submit(
+        &cluster,
+        json!({"kind": "sleep", "input": {"ms": 10000}, "timeout_ms": 200}),
+    );
+
+    let record = await_state(&cluster, &echo, "succeeded");
+    assert_eq!(record["result"], json!({"hello": "world"}));
+    assert_eq!(outcomes(&record), ["succeeded"]);
+    assert_eq!(record["attempts"][0]["node"], "n1");
+
+    let record = await_state(&cluster, &cpu, "succeeded");
+    assert_eq!(record["result"]["iterations"], 200000);
+    assert_eq!(record["result"]["digest"].as_str().map(str::len), Some(16));
+
+    let record = await_state(&cluster, &fail, "failed");
+    assert_eq!(outcomes(&record), ["failed: boom"; 3]);
+    assert_eq!(record["error"], "boom");
+
+    // The worker panicked each time; the pool replaced it and the retry ran.
+    let record = await_state(&cluster, &panic, "failed");
+    let crashed = outcomes(&record);
+    assert_eq!(crashed.len(), 2, "{record}");
+    assert!(crashed.iter().all(|o| o.starts_with("crashed")), "{record}");
+
+    let record = await_state(&cluster, &slow, "timed_out");
+    assert_eq!(outcomes(&record), ["timed_out"]);
+    let attempt = &record["attempts"][0];
+    let ran = attempt["finished_at_ms"].as_u64().unwrap_or(0)
+        - attempt["started_at_ms"].as_u64().unwrap_or(0);
+    assert!((200..2000).contains(&ran), "timed out after {ran} ms");
+
+    // The pool still works after all that.
+    let after = submit(&cluster, json!({"kind": "echo", "input": 1}));
+    await_state(&cluster, &after, "succeeded");
+    let metrics = cluster.get("n1", "/metrics").text;
+    assert!(
+        metrics.contains(r#"troupe_tasks_total{event="retried"} 3"#),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn cancel_reaches_a_running_task() {
+    let mut cluster = Cluster::new(1, "");
+    cluster.start("n1", &[]);
+    let id = submit(&cluster, json!({"kind": "sleep", "input": {"ms": 30000}}));
+    await_state(&cluster, &id, "running");
+    let url = format!("{}/v1/tasks/{id}", cluster.url("n1"));
+    let cancelled = ureq::delete(&url).call().expect("DELETE");
+    assert_eq!(cancelled.status(), 200);
+    let record = await_state(&cluster, &id, "cancelled");
+    wait_until(
+        Duration::from_secs(5),
+        "the running attempt to stop",
+        || outcomes(&task(&cluster, &id)) == ["cancelled"],
+    );
+    assert_eq!(record["error"], "cancelled on request");
+
+    // Finished tasks cannot be cancelled; unknown ones are not found.
+    let done = submit(&cluster, json!({"kind": "echo"}));
+    await_state(&cluster, &done, "succeeded");
+    for (id, status) in [(done.as_str(), 409), ("no-such-task", 404)] {
+        let url = format!("{}/v1/tasks/{id}", cluster.url("n1"));
+        match ureq::delete(&url).call() {
+            Err(ureq::Error::Status(code, _)) => assert_eq!(code, status, "{id}"),
+            other => panic!("{id}: expected {status}, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn queued_critical_tasks_run_before_queued_low_ones() {
+    let mut cluster = Cluster::new(1, "[workers]\ncount = 1\n");
+    cluster.start("n1", &[]);
+    // Occupy the only worker so the rest queue up.
+    let blocker = submit(&cluster, json!({"kind": "sleep", "input": {"ms": 500}}));
+    await_state(&cluster, &blocker, "running");
+    let low: Vec<String> = (0..3)
+        .map(|_| {
+            submit(
+                &cluster,
+                json!({"kind": "sleep", "input": {"ms": 5}, "priority": "low"}),
+            )
+        })
+        .collect();
+    let critical: Vec<String> = (0..3)
+        .map(|_| {
+            submit(
+                &cluster,
+                json!({"kind": "sleep", "input": {"ms": 5}, "priority": "critical"}),
+            )
+        })
+        .collect();
+    let started = |id: &String| -> u64 {
+        await_state(&cluster, id, "succeeded")["attempts"][0]["started_at_ms"]
+            .as_u64()
+            .expect("start time")
+    };
+    let last_critical = critical.iter().map(started).max().unwrap_or(0);
+    let first_low = low.iter().map(started).min().unwrap_or(0);
+    assert!(
+        last_critical <= first_low,
+        "critical started by {last_critical}, low from {first_low}"
+    );
+}
+
+#[test]
+fn the_worker_pool_resizes_at_run_time() {
+    let mut cluster = Cluster::new(1, "[workers]\ncount = 1\n");
+    cluster.start("n1", &[]);
+    assert_eq!(cluster.get("n1", "/v1/workers").body["count"], 1);
+    for (body, field) in [
+        (r#"{"count":0}"#, "count"),
+        (r#"{"count":100000}"#, "count"),
+        (r#"{"count":"x"}"#, "count"),
+    ] {
+        let reply = put_workers(&cluster, body);
+        assert_eq!(
+            (reply.status, &reply.body["field"]),
+            (422, &json!(field)),
+            "{body}: {}",
+            reply.text
+        );
+    }
+    let reply = put_workers(&cluster, r#"{"count":4}"#);
+    assert_eq!(
+        (reply.status, &reply.body["count"]),
+        (200, &json!(4)),
+        "{}",
+        reply.text
+    );
+    assert_eq!(cluster.get("n1", "/v1/workers").body["count"], 4);
+
+    // Four 600 ms sleeps on four workers overlap in time.
+    let ids: Vec<String> = (0..4)
+        .map(|_| submit(&cluster, json!({"kind": "sleep", "input": {"ms": 600}})))
+        .collect();
+    let spans: Vec<(u64, u64)> = ids
+        .iter()
+        .map(|id| {
+            let a = await_state(&cluster, id, "succeeded")["attempts"][0].clone();
+            (
+                a["started_at_ms"].as_u64().unwrap_or(0),
+                a["finished_at_ms"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect();
+    let last_start = spans.iter().map(|s| s.0).max().unwrap_or(0);
+    let first_end = spans.iter().map(|s| s.1).min().unwrap_or(0);
+    assert!(last_start < first_end, "all four ran at once: {spans:?}");
+}
