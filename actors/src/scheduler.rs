@@ -1,7 +1,9 @@
 //! The scheduler's task table: every task this node owns, through its life.
 //!
-//! `pending → queued → running → succeeded | failed | cancelled | timed_out`,
-//! with `retrying` between attempts. A submission is durable (flushed) before
+//! `pending → waiting(deps) → queued → running → succeeded | failed |
+//! cancelled | timed_out`, with `retrying` between attempts. A task runs
+//! only once every task it depends on succeeded; if one fails or times out
+//! it fails, if one is cancelled it is cancelled, and so on down the chain. A submission is durable (flushed) before
 //! it is acknowledged; later transitions are written without waiting for the
 //! disk, so a hard kill may forget the last few — on restart the table
 //! re-queues every unfinished task, and an attempt that was running is
@@ -19,7 +21,7 @@ use ractor::factory::{FactoryMessage, Job};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use troupe_protocol::{Attempt, SubmitTask, TaskAccepted, TaskRecord, TaskState};
+use troupe_protocol::{Attempt, SubmitTask, TaskAccepted, TaskPage, TaskRecord, TaskState};
 
 use crate::directory::ActorDirectory;
 use crate::store::{Inserted, Storage, StoreError, TaskStore};
@@ -34,6 +36,12 @@ const MAX_KEY_LEN: usize = 256;
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
 /// Most retries a task may ask for.
 const MAX_RETRIES: u32 = 100;
+/// Most dependencies one task may have.
+const MAX_DEPENDENCIES: usize = 100;
+/// Most tasks in one batch submission.
+pub const MAX_BATCH: usize = 10_000;
+/// Largest page of `GET /v1/tasks`.
+pub const MAX_PAGE: usize = 1_000;
 /// Largest worker pool.
 pub const MAX_WORKERS: usize = 256;
 /// How often tasks that could not reach the pool are offered again.
@@ -68,11 +76,27 @@ pub enum SchedulerError {
 
 /// Messages the task table handles.
 pub enum SchedulerMsg {
-    /// Validate and durably record a task, then queue it.
-    Submit(
-        SubmitTask,
-        RpcReplyPort<Result<TaskAccepted, SchedulerError>>,
-    ),
+    /// Validate and durably record tasks, then queue them. All are checked
+    /// before any is written; `batch` prefixes error fields with `[i].`.
+    Submit {
+        /// The tasks.
+        tasks: Vec<SubmitTask>,
+        /// Whether they came as an array.
+        batch: bool,
+        /// One acceptance per task, in order.
+        reply: RpcReplyPort<Result<Vec<TaskAccepted>, SchedulerError>>,
+    },
+    /// A page of tasks in submission order.
+    List {
+        /// Cursor: the last id of the previous page.
+        after: Option<String>,
+        /// Only tasks in this state.
+        state: Option<TaskState>,
+        /// Page size.
+        limit: usize,
+        /// The page.
+        reply: RpcReplyPort<Result<TaskPage, SchedulerError>>,
+    },
     /// Look a task up by id.
     Get(
         String,
@@ -96,8 +120,9 @@ pub enum SchedulerMsg {
         /// How.
         outcome: Outcome,
     },
-    /// A retry's backoff ran out.
-    Requeue(String),
+    /// Re-examine a task that is not running: its backoff or `not_before`
+    /// ran out, or it was just taken back after a restart.
+    Ready(String),
     /// Offer tasks that could not reach the pool again.
     DispatchBacklog,
     /// Resize the worker pool.
@@ -139,6 +164,8 @@ pub struct SchedulerState {
     tasks: Arc<dyn TaskStore>,
     active: HashMap<String, Active>,
     backlog: VecDeque<String>,
+    /// Dependency id → tasks waiting for it.
+    dependents: HashMap<String, Vec<String>>,
 }
 
 fn now_ms() -> u64 {
@@ -185,7 +212,23 @@ fn validate(task: &SubmitTask) -> Result<(), SchedulerError> {
             "must not exceed backoff.max_ms".into(),
         ));
     }
+    if task.depends_on.len() > MAX_DEPENDENCIES {
+        return Err(invalid(
+            "depends_on",
+            format!("at most {MAX_DEPENDENCIES} dependencies"),
+        ));
+    }
     Ok(())
+}
+
+fn in_batch(err: SchedulerError, index: usize) -> SchedulerError {
+    match err {
+        SchedulerError::Invalid { field, reason } => SchedulerError::Invalid {
+            field: format!("[{index}].{field}"),
+            reason,
+        },
+        other => other,
+    }
 }
 
 /// Full-jitter exponential backoff before attempt `next` (2 for the first retry).
@@ -234,56 +277,193 @@ impl Scheduler {
         }
     }
 
-    fn submit(
-        &self,
-        state: &mut SchedulerState,
-        task: SubmitTask,
-    ) -> Result<TaskAccepted, SchedulerError> {
-        validate(&task)?;
-        let id = uuid::Uuid::now_v7().to_string();
-        let record = TaskRecord {
-            key: task.key.unwrap_or_else(|| id.clone()),
-            id,
-            kind: task.kind,
-            input: task.input,
-            priority: task.priority,
-            state: TaskState::Pending,
-            owner: self.node_id.to_string(),
-            submitted_at_ms: now_ms(),
-            timeout_ms: task.timeout_ms,
-            max_retries: task.max_retries,
-            backoff: task.backoff,
-            attempts: Vec::new(),
-            result: None,
-            error: None,
-            finished_at_ms: None,
-        };
-        match state.tasks.insert_new(&record)? {
-            Inserted::Existing(existing) => Ok(TaskAccepted {
-                id: existing.id,
-                owner: existing.owner,
-                created: false,
-            }),
-            Inserted::Created => {
-                count("submitted");
-                let accepted = TaskAccepted {
-                    id: record.id.clone(),
-                    owner: record.owner.clone(),
-                    created: true,
-                };
-                let id = record.id.clone();
-                state.active.insert(
-                    id.clone(),
-                    Active {
-                        record,
-                        cancel: CancellationToken::new(),
-                        queued_at: Instant::now(),
-                    },
-                );
-                self.dispatch(state, id);
-                Ok(accepted)
+    /// The state of task `id` as far as this table knows.
+    fn state_of(state: &SchedulerState, id: &str) -> Result<Option<TaskState>, StoreError> {
+        match state.active.get(id) {
+            Some(active) => Ok(Some(active.record.state)),
+            None => Ok(state.tasks.get(id)?.map(|r| r.state)),
+        }
+    }
+
+    fn check(&self, state: &SchedulerState, task: &SubmitTask) -> Result<(), SchedulerError> {
+        validate(task)?;
+        for (i, dep) in task.depends_on.iter().enumerate() {
+            if Self::state_of(state, dep)?.is_none() {
+                return Err(SchedulerError::Invalid {
+                    field: format!("depends_on[{i}]"),
+                    reason: format!("no task {dep}"),
+                });
             }
         }
+        Ok(())
+    }
+
+    fn submit(
+        &self,
+        myself: &ActorRef<SchedulerMsg>,
+        state: &mut SchedulerState,
+        tasks: Vec<SubmitTask>,
+        batch: bool,
+    ) -> Result<Vec<TaskAccepted>, SchedulerError> {
+        if tasks.len() > MAX_BATCH {
+            return Err(SchedulerError::Invalid {
+                field: "(body)".into(),
+                reason: format!("at most {MAX_BATCH} tasks per batch"),
+            });
+        }
+        // Nothing is written unless every task is valid.
+        for (i, task) in tasks.iter().enumerate() {
+            self.check(state, task)
+                .map_err(|e| if batch { in_batch(e, i) } else { e })?;
+        }
+        let mut accepted = Vec::with_capacity(tasks.len());
+        let mut created = Vec::new();
+        for task in tasks {
+            let id = uuid::Uuid::now_v7().to_string();
+            let record = TaskRecord {
+                key: task.key.unwrap_or_else(|| id.clone()),
+                id,
+                kind: task.kind,
+                input: task.input,
+                priority: task.priority,
+                state: TaskState::Pending,
+                owner: self.node_id.to_string(),
+                submitted_at_ms: now_ms(),
+                timeout_ms: task.timeout_ms,
+                max_retries: task.max_retries,
+                backoff: task.backoff,
+                attempts: Vec::new(),
+                result: None,
+                error: None,
+                finished_at_ms: None,
+                depends_on: task.depends_on,
+                not_before_ms: task.not_before_ms,
+            };
+            match state.tasks.insert_new(&record)? {
+                Inserted::Existing(existing) => accepted.push(TaskAccepted {
+                    id: existing.id,
+                    owner: existing.owner,
+                    created: false,
+                }),
+                Inserted::Created => {
+                    accepted.push(TaskAccepted {
+                        id: record.id.clone(),
+                        owner: record.owner.clone(),
+                        created: true,
+                    });
+                    created.push(record);
+                }
+            }
+        }
+        // One flush makes the whole batch durable before it is acknowledged.
+        state.tasks.flush()?;
+        for record in created {
+            count("submitted");
+            let id = record.id.clone();
+            state.active.insert(
+                id.clone(),
+                Active {
+                    record,
+                    cancel: CancellationToken::new(),
+                    queued_at: Instant::now(),
+                },
+            );
+            self.advance(myself, state, id)?;
+        }
+        Ok(accepted)
+    }
+
+    /// Moves a task that is not running on: waits for its dependencies,
+    /// settles it if one of them failed, holds it until `not_before_ms`,
+    /// or queues it.
+    fn advance(
+        &self,
+        myself: &ActorRef<SchedulerMsg>,
+        state: &mut SchedulerState,
+        id: String,
+    ) -> Result<(), StoreError> {
+        let Some(active) = state.active.get(&id) else {
+            return Ok(());
+        };
+        let depends_on = active.record.depends_on.clone();
+        let not_before = active.record.not_before_ms;
+        let mut unfinished = Vec::new();
+        for dep in &depends_on {
+            match Self::state_of(state, dep)? {
+                Some(TaskState::Succeeded) => {}
+                Some(dep_state) if dep_state.is_terminal() => {
+                    let (terminal, verb) = if dep_state == TaskState::Cancelled {
+                        (TaskState::Cancelled, "was cancelled")
+                    } else {
+                        (TaskState::Failed, "did not succeed")
+                    };
+                    if let Some(active) = state.active.get_mut(&id) {
+                        active.record.state = terminal;
+                        active.record.error = Some(format!("dependency {dep} {verb}"));
+                    }
+                    count(if terminal == TaskState::Cancelled {
+                        "cancelled"
+                    } else {
+                        "failed"
+                    });
+                    return self.finish(myself, state, &id);
+                }
+                Some(_) => unfinished.push(dep.clone()),
+                None => {
+                    if let Some(active) = state.active.get_mut(&id) {
+                        active.record.state = TaskState::Failed;
+                        active.record.error = Some(format!("dependency {dep} does not exist"));
+                    }
+                    count("failed");
+                    return self.finish(myself, state, &id);
+                }
+            }
+        }
+        if !unfinished.is_empty() {
+            for dep in unfinished {
+                let waiting = state.dependents.entry(dep).or_default();
+                if !waiting.contains(&id) {
+                    waiting.push(id.clone());
+                }
+            }
+            if let Some(active) = state.active.get_mut(&id) {
+                if active.record.state != TaskState::Waiting {
+                    active.record.state = TaskState::Waiting;
+                    state.tasks.put(&active.record)?;
+                }
+            }
+            return Ok(());
+        }
+        let now = now_ms();
+        if let Some(at) = not_before.filter(|&at| at > now) {
+            if let Some(active) = state.active.get_mut(&id) {
+                active.record.state = TaskState::Pending;
+            }
+            myself.send_after(Duration::from_millis(at - now), move || {
+                SchedulerMsg::Ready(id)
+            });
+            return Ok(());
+        }
+        self.dispatch(state, id);
+        Ok(())
+    }
+
+    /// Settles a task whose record is terminal: stores it, forgets it, and
+    /// re-examines the tasks waiting for it.
+    fn finish(
+        &self,
+        myself: &ActorRef<SchedulerMsg>,
+        state: &mut SchedulerState,
+        id: &str,
+    ) -> Result<(), StoreError> {
+        if let Some(mut active) = state.active.remove(id) {
+            active.record.finished_at_ms.get_or_insert_with(now_ms);
+            state.tasks.put(&active.record)?;
+        }
+        for dependent in state.dependents.remove(id).unwrap_or_default() {
+            self.advance(myself, state, dependent)?;
+        }
+        Ok(())
     }
 
     fn get(&self, state: &SchedulerState, id: &str) -> Result<Option<TaskRecord>, SchedulerError> {
@@ -293,7 +473,12 @@ impl Scheduler {
         }
     }
 
-    fn cancel(&self, state: &mut SchedulerState, id: &str) -> Result<TaskRecord, SchedulerError> {
+    fn cancel(
+        &self,
+        myself: &ActorRef<SchedulerMsg>,
+        state: &mut SchedulerState,
+        id: &str,
+    ) -> Result<TaskRecord, SchedulerError> {
         let Some(active) = state.active.get_mut(id) else {
             return match state.tasks.get(id)? {
                 Some(record) => Err(SchedulerError::Finished {
@@ -314,9 +499,9 @@ impl Scheduler {
         let record = active.record.clone();
         state.tasks.put(&record)?;
         count("cancelled");
-        // A running attempt still reports back; keep it until it does.
+        // A running attempt still reports back; it is settled then.
         if !running {
-            state.active.remove(id);
+            self.finish(myself, state, id)?;
         }
         Ok(record)
     }
@@ -400,7 +585,7 @@ impl Scheduler {
                 let delay = retry_delay(record, attempt + 1);
                 state.tasks.put(record)?;
                 let id = id.to_owned();
-                myself.send_after(delay, move || SchedulerMsg::Requeue(id));
+                myself.send_after(delay, move || SchedulerMsg::Ready(id));
                 return Ok(());
             }
             record.state = terminal;
@@ -411,9 +596,7 @@ impl Scheduler {
             });
         }
         record.finished_at_ms.get_or_insert(finished);
-        state.tasks.put(record)?;
-        state.active.remove(id);
-        Ok(())
+        self.finish(myself, state, id)
     }
 }
 
@@ -432,6 +615,7 @@ impl Actor for Scheduler {
             tasks: Arc::clone(&tasks),
             active: HashMap::new(),
             backlog: VecDeque::new(),
+            dependents: HashMap::new(),
         };
         // Take back every unfinished task; attempts cut short run again.
         for mut record in tasks.unfinished()? {
@@ -439,6 +623,10 @@ impl Actor for Scheduler {
                 last.outcome = Some("interrupted".into());
                 last.finished_at_ms = Some(now_ms());
                 metrics::counter!("troupe_task_duplicate_runs_total").increment(1);
+            }
+            // Whatever it was doing, it is examined afresh.
+            if matches!(record.state, TaskState::Queued | TaskState::Running) {
+                record.state = TaskState::Pending;
             }
             let id = record.id.clone();
             state.active.insert(
@@ -449,10 +637,10 @@ impl Actor for Scheduler {
                     queued_at: Instant::now(),
                 },
             );
-            state.backlog.push_back(id);
+            let _ = myself.send_message(SchedulerMsg::Ready(id));
         }
-        if !state.backlog.is_empty() {
-            tracing::info!(tasks = state.backlog.len(), "re-queueing unfinished tasks");
+        if !state.active.is_empty() {
+            tracing::info!(tasks = state.active.len(), "taking back unfinished tasks");
         }
         myself.send_interval(DISPATCH_RETRY, || SchedulerMsg::DispatchBacklog);
         Ok(state)
@@ -465,14 +653,31 @@ impl Actor for Scheduler {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            SchedulerMsg::Submit(task, reply) => {
-                let _ = reply.send(self.submit(state, task));
+            SchedulerMsg::Submit {
+                tasks,
+                batch,
+                reply,
+            } => {
+                let _ = reply.send(self.submit(&myself, state, tasks, batch));
+            }
+            SchedulerMsg::List {
+                after,
+                state: wanted,
+                limit,
+                reply,
+            } => {
+                let page = state
+                    .tasks
+                    .page(after.as_deref(), wanted, limit.clamp(1, MAX_PAGE))
+                    .map(|(tasks, next_cursor)| TaskPage { tasks, next_cursor })
+                    .map_err(SchedulerError::from);
+                let _ = reply.send(page);
             }
             SchedulerMsg::Get(id, reply) => {
                 let _ = reply.send(self.get(state, &id));
             }
             SchedulerMsg::Cancel(id, reply) => {
-                let _ = reply.send(self.cancel(state, &id));
+                let _ = reply.send(self.cancel(&myself, state, &id));
             }
             SchedulerMsg::AttemptStarted { id, attempt } => {
                 self.attempt_started(state, &id, attempt)
@@ -482,13 +687,15 @@ impl Actor for Scheduler {
                 attempt,
                 outcome,
             } => self.attempt_done(&myself, state, &id, attempt, outcome)?,
-            SchedulerMsg::Requeue(id) => {
-                if state
-                    .active
-                    .get(&id)
-                    .is_some_and(|a| a.record.state == TaskState::Retrying)
-                {
-                    self.dispatch(state, id);
+            SchedulerMsg::Ready(id) => {
+                let idle = state.active.get(&id).is_some_and(|a| {
+                    matches!(
+                        a.record.state,
+                        TaskState::Pending | TaskState::Waiting | TaskState::Retrying
+                    )
+                });
+                if idle {
+                    self.advance(&myself, state, id)?;
                 }
             }
             SchedulerMsg::DispatchBacklog => {

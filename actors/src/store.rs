@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use troupe_protocol::TaskRecord;
+use troupe_protocol::{TaskRecord, TaskState};
 
 /// A storage failure, with whether retrying can help.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -36,9 +36,20 @@ pub enum Inserted {
 
 /// Durable task records of one node.
 pub trait TaskStore: Send + Sync {
-    /// Writes `record` unless its idempotency key is taken; durable (flushed)
-    /// when this returns `Created`.
+    /// Writes `record` unless its idempotency key is taken. Not durable
+    /// until [`TaskStore::flush`]: callers flush once before acknowledging,
+    /// so a batch shares one flush.
     fn insert_new(&self, record: &TaskRecord) -> Result<Inserted, StoreError>;
+    /// Makes everything written so far durable.
+    fn flush(&self) -> Result<(), StoreError>;
+    /// Up to `limit` records after id `after` (ids sort by submission
+    /// time), in `state` if given; and the cursor of the next page.
+    fn page(
+        &self,
+        after: Option<&str>,
+        state: Option<TaskState>,
+        limit: usize,
+    ) -> Result<(Vec<TaskRecord>, Option<String>), StoreError>;
     /// The record with this id.
     fn get(&self, id: &str) -> Result<Option<TaskRecord>, StoreError>;
     /// Overwrites an existing record (state changes); not flushed.
@@ -53,6 +64,26 @@ pub trait Storage: Send + Sync {
     fn tasks(&self) -> Result<Arc<dyn TaskStore>, StoreError>;
     /// Whether the store answers (for `/ready`).
     fn check(&self) -> Result<(), StoreError>;
+}
+
+/// Takes records in id order, keeps those in `state`, stops after `limit`;
+/// the cursor is the last id returned when more may follow.
+pub fn paginate(
+    records: impl Iterator<Item = TaskRecord>,
+    state: Option<TaskState>,
+    limit: usize,
+) -> (Vec<TaskRecord>, Option<String>) {
+    let mut page = Vec::new();
+    let mut more = false;
+    for record in records.filter(|r| state.is_none_or(|s| r.state == s)) {
+        if page.len() == limit {
+            more = true;
+            break;
+        }
+        page.push(record);
+    }
+    let cursor = more.then(|| page.last().map(|r| r.id.clone())).flatten();
+    (page, cursor)
 }
 
 /// Storage in memory, for tests of actors.
@@ -100,6 +131,30 @@ impl TaskStore for MemoryTasks {
 
     fn get(&self, id: &str) -> Result<Option<TaskRecord>, StoreError> {
         Ok(self.lock()?.0.get(id).cloned())
+    }
+
+    fn flush(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    fn page(
+        &self,
+        after: Option<&str>,
+        state: Option<TaskState>,
+        limit: usize,
+    ) -> Result<(Vec<TaskRecord>, Option<String>), StoreError> {
+        let guard = self.lock()?;
+        let mut ids: Vec<&String> = guard
+            .0
+            .keys()
+            .filter(|id| after.is_none_or(|a| id.as_str() > a))
+            .collect();
+        ids.sort();
+        Ok(paginate(
+            ids.into_iter().filter_map(|id| guard.0.get(id).cloned()),
+            state,
+            limit,
+        ))
     }
 
     fn put(&self, record: &TaskRecord) -> Result<(), StoreError> {

@@ -56,6 +56,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/v1/actors", web::get().to(actors::tree))
         .route("/v1/actors/{path:.+}/crash", web::post().to(actors::crash))
         .route("/v1/tasks", web::post().to(tasks::submit))
+        .route("/v1/tasks", web::get().to(tasks::list))
         .route("/v1/tasks/{id}", web::get().to(tasks::get))
         .route("/v1/tasks/{id}", web::delete().to(tasks::cancel))
         .route("/v1/workers", web::get().to(tasks::workers))

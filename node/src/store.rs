@@ -12,8 +12,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
-use troupe_actors::store::{Inserted, Storage, StoreError, TaskStore};
-use troupe_protocol::TaskRecord;
+use troupe_actors::store::{paginate, Inserted, Storage, StoreError, TaskStore};
+use troupe_protocol::{TaskRecord, TaskState};
 
 /// Why the store could not be opened at all.
 #[derive(Debug, thiserror::Error)]
@@ -137,8 +137,46 @@ impl TaskStore for SledTasks {
                 }),
             };
         }
-        self.db.flush().map_err(unavailable)?;
         Ok(Inserted::Created)
+    }
+
+    fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush().map(|_| ()).map_err(unavailable)
+    }
+
+    fn page(
+        &self,
+        after: Option<&str>,
+        state: Option<TaskState>,
+        limit: usize,
+    ) -> Result<(Vec<TaskRecord>, Option<String>), StoreError> {
+        use std::ops::Bound;
+        let start = match after {
+            Some(id) => Bound::Excluded(id.as_bytes().to_vec()),
+            None => Bound::Unbounded,
+        };
+        // Read lazily: one page (plus one record) is decoded, however large the table.
+        let mut failure = None;
+        let records = self
+            .by_id
+            .range::<Vec<u8>, _>((start, Bound::Unbounded))
+            .map_while(|entry| {
+                match entry
+                    .map_err(unavailable)
+                    .and_then(|(key, bytes)| decode(&String::from_utf8_lossy(&key), &bytes))
+                {
+                    Ok(record) => Some(record),
+                    Err(e) => {
+                        failure = Some(e);
+                        None
+                    }
+                }
+            });
+        let page = paginate(records, state, limit);
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(page),
+        }
     }
 
     fn put(&self, record: &TaskRecord) -> Result<(), StoreError> {
@@ -192,7 +230,40 @@ mod tests {
             result: None,
             error: None,
             finished_at_ms: None,
+            depends_on: Vec::new(),
+            not_before_ms: None,
         }
+    }
+
+    #[test]
+    fn pages_follow_id_order_filter_by_state_and_end_without_cursor() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let tasks = SledStorage::open(dir.path())
+            .expect("open")
+            .tasks()
+            .expect("tree");
+        for i in 0..7 {
+            let mut r = record(&format!("id-{i}"), &format!("k{i}"));
+            if i % 2 == 0 {
+                r.state = TaskState::Succeeded;
+            }
+            tasks.insert_new(&r).expect("insert");
+        }
+        let ids = |page: &[TaskRecord]| page.iter().map(|r| r.id.clone()).collect::<Vec<_>>();
+        let (first, cursor) = tasks.page(None, None, 3).expect("page");
+        assert_eq!(
+            (ids(&first), cursor.as_deref()),
+            (
+                vec!["id-0".into(), "id-1".into(), "id-2".into()],
+                Some("id-2")
+            )
+        );
+        let (rest, cursor) = tasks.page(Some("id-2"), None, 10).expect("page");
+        assert_eq!((rest.len(), cursor), (4, None));
+        let (done, _) = tasks
+            .page(None, Some(TaskState::Succeeded), 10)
+            .expect("page");
+        assert_eq!(ids(&done), ["id-0", "id-2", "id-4", "id-6"]);
     }
 
     #[test]

@@ -16,5 +16,5 @@ pub use cluster::{ClusterView, Member, MemberState};
 pub use error::ErrorBody;
 pub use health::{Health, Readiness};
 pub use tasks::{
-    Attempt, Backoff, Priority, SubmitTask, TaskAccepted, TaskRecord, TaskState, Workers,
+    Attempt, Backoff, Priority, SubmitTask, TaskAccepted, TaskPage, TaskRecord, TaskState, Workers,
 };

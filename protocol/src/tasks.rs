@@ -44,6 +44,12 @@ pub struct SubmitTask {
     /// Delay between attempts.
     #[serde(default)]
     pub backoff: Backoff,
+    /// Ids of tasks that must succeed before this one runs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub depends_on: Vec<String>,
+    /// Do not start before this time, ms since the Unix epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_before_ms: Option<u64>,
 }
 
 /// Exponential backoff with full jitter between attempts.
@@ -88,8 +94,10 @@ pub struct TaskAccepted {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TaskState {
-    /// Accepted and durable, not yet queued.
+    /// Accepted and durable, not yet queued (or held until `not_before_ms`).
     Pending,
+    /// Waiting for the tasks it depends on to succeed.
+    Waiting,
     /// Waiting in a worker queue.
     Queued,
     /// On a worker now.
@@ -174,4 +182,20 @@ pub struct TaskRecord {
     /// When it reached its terminal state.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at_ms: Option<u64>,
+    /// Tasks that must succeed first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub depends_on: Vec<String>,
+    /// Earliest start, ms since the Unix epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_before_ms: Option<u64>,
+}
+
+/// A page of `GET /v1/tasks`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskPage {
+    /// Tasks in submission order.
+    pub tasks: Vec<TaskRecord>,
+    /// Pass as `cursor` for the next page; absent on the last one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
 }

@@ -1,14 +1,15 @@
-//! `POST /v1/tasks`, `GET` and `DELETE /v1/tasks/{id}`, `GET` and
-//! `PUT /v1/workers`.
+//! `POST /v1/tasks` (one task or an array), `GET /v1/tasks` (paged),
+//! `GET` and `DELETE /v1/tasks/{id}`, `GET` and `PUT /v1/workers`.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use actix_web::{web, HttpResponse};
 use ractor::rpc::CallResult;
 use ractor::ActorRef;
-use troupe_actors::scheduler::{SchedulerError, SchedulerMsg};
+use troupe_actors::scheduler::{SchedulerError, SchedulerMsg, MAX_PAGE};
 use troupe_actors::tree::SCHEDULER;
-use troupe_protocol::{SubmitTask, Workers};
+use troupe_protocol::{SubmitTask, TaskState, Workers};
 
 use super::json::{parse, read_body};
 use super::{ApiError, AppState};
@@ -51,22 +52,80 @@ pub(super) async fn submit(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let body = read_body(payload).await?;
-    if body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
-        // serde would read an array positionally as one task; say what we want.
-        return Err(ApiError::invalid(
-            "(body)",
-            "expected one task object; batch submission (an array) comes with the cluster scheduler",
-        ));
+    let batch = body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[');
+    let tasks: Vec<SubmitTask> = if batch {
+        parse(&body)?
+    } else {
+        vec![parse(&body)?]
+    };
+    if tasks.is_empty() {
+        return Err(ApiError::invalid("(body)", "the batch is empty"));
     }
-    let task: SubmitTask = parse(&body)?;
-    // Not acknowledged unless answered: the client may retry with the same key.
-    let accepted = ask(
+    // Not acknowledged unless answered: the client may retry with the same keys.
+    let mut accepted = ask(
         &state,
-        |reply| SchedulerMsg::Submit(task, reply),
-        "the task was not acknowledged",
+        |reply| SchedulerMsg::Submit {
+            tasks,
+            batch,
+            reply,
+        },
+        "nothing was acknowledged",
     )
     .await?;
-    Ok(HttpResponse::Accepted().json(accepted))
+    Ok(match (batch, accepted.pop()) {
+        (false, Some(one)) => HttpResponse::Accepted().json(one),
+        (_, last) => {
+            accepted.extend(last);
+            HttpResponse::Accepted().json(accepted)
+        }
+    })
+}
+
+/// Default page size of `GET /v1/tasks`.
+const DEFAULT_PAGE: usize = 100;
+
+pub(super) async fn list(
+    state: web::Data<AppState>,
+    query: web::Query<HashMap<String, String>>,
+) -> Result<HttpResponse, ApiError> {
+    let mut wanted = None;
+    let mut after = None;
+    let mut limit = DEFAULT_PAGE;
+    for (key, value) in query.into_inner() {
+        match key.as_str() {
+            "state" => {
+                wanted = Some(
+                    serde_json::from_value::<TaskState>(serde_json::Value::String(value.clone()))
+                        .map_err(|_| {
+                        ApiError::invalid("state", format!("unknown task state {value:?}"))
+                    })?,
+                )
+            }
+            "cursor" => after = Some(value),
+            "limit" => {
+                limit = value
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=MAX_PAGE).contains(n))
+                    .ok_or_else(|| {
+                        ApiError::invalid("limit", format!("must be from 1 to {MAX_PAGE}"))
+                    })?
+            }
+            other => return Err(ApiError::invalid(other, "unknown query parameter")),
+        }
+    }
+    let page = ask(
+        &state,
+        |reply| SchedulerMsg::List {
+            after,
+            state: wanted,
+            limit,
+            reply,
+        },
+        "try again",
+    )
+    .await?;
+    Ok(HttpResponse::Ok().json(page))
 }
 
 pub(super) async fn get(

@@ -40,7 +40,8 @@ fn bad_task_input_gets_a_clear_error_and_loses_nothing() {
             "invalid_field",
             Some("colour"),
         ),
-        (r#"[1,2]"#, 422, "invalid_field", Some("(body)")),
+        (r#"[1,2]"#, 422, "invalid_field", Some("[0]")),
+        ("[]", 422, "invalid_field", Some("(body)")),
     ];
     for (body, status, error, field) in cases {
         let reply = cluster.post("n1", "/v1/tasks", body);

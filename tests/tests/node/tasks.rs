@@ -226,3 +226,204 @@ fn the_worker_pool_resizes_at_run_time() {
     let first_end = spans.iter().map(|s| s.1).min().unwrap_or(0);
     assert!(last_start < first_end, "all four ran at once: {spans:?}");
 }
+
+fn post(cluster: &Cluster, body: &Value) -> troupe_tests::Reply {
+    cluster.post("n1", "/v1/tasks", &body.to_string())
+}
+
+fn delete(cluster: &Cluster, id: &str) -> u16 {
+    let url = format!("{}/v1/tasks/{id}", cluster.url("n1"));
+    match ureq::delete(&url).call() {
+        Ok(r) | Err(ureq::Error::Status(_, r)) => r.status(),
+        Err(e) => panic!("DELETE {id}: {e}"),
+    }
+}
+
+#[test]
+fn dependencies_run_in_order_and_failures_and_cancels_propagate() {
+    let mut cluster = Cluster::new(1, "");
+    cluster.start("n1", &[]);
+    let first = submit(&cluster, json!({"kind": "sleep", "input": {"ms": 300}}));
+    let then = submit(
+        &cluster,
+        json!({"kind": "echo", "input": "after", "depends_on": [first]}),
+    );
+    assert_eq!(task(&cluster, &then)["state"], "waiting");
+    let a = await_state(&cluster, &first, "succeeded");
+    let b = await_state(&cluster, &then, "succeeded");
+    assert!(
+        b["attempts"][0]["started_at_ms"].as_u64() >= a["attempts"][0]["finished_at_ms"].as_u64(),
+        "{a}\n{b}"
+    );
+
+    // A failure fails the whole chain below it.
+    let failing = submit(
+        &cluster,
+        json!({"kind": "fail", "input": {"message": "no"}}),
+    );
+    let child = submit(&cluster, json!({"kind": "echo", "depends_on": [failing]}));
+    let grandchild = submit(&cluster, json!({"kind": "echo", "depends_on": [child]}));
+    await_state(&cluster, &failing, "failed");
+    let record = await_state(&cluster, &grandchild, "failed");
+    assert_eq!(
+        record["error"],
+        format!("dependency {child} did not succeed")
+    );
+    assert!(
+        record["attempts"].as_array().is_some_and(Vec::is_empty),
+        "never ran"
+    );
+    assert_eq!(
+        task(&cluster, &child)["error"],
+        format!("dependency {failing} did not succeed")
+    );
+
+    // A cancel cancels what waits for it.
+    let long = submit(&cluster, json!({"kind": "sleep", "input": {"ms": 30000}}));
+    let waiter = submit(&cluster, json!({"kind": "echo", "depends_on": [long]}));
+    assert_eq!(delete(&cluster, &long), 200);
+    let record = await_state(&cluster, &waiter, "cancelled");
+    assert_eq!(record["error"], format!("dependency {long} was cancelled"));
+
+    // Depending on something that does not exist is refused at the door.
+    let reply = post(
+        &cluster,
+        &json!({"kind": "echo", "depends_on": [first, "nope"]}),
+    );
+    assert_eq!(
+        (reply.status, &reply.body["field"]),
+        (422, &json!("depends_on[1]")),
+        "{}",
+        reply.text
+    );
+}
+
+#[test]
+fn a_batch_is_accepted_whole_or_not_at_all() {
+    let mut cluster = Cluster::new(1, "");
+    cluster.start("n1", &[]);
+    let bad = json!([{"kind": "echo"}, {"kind": "echo", "priority": "soon"}]);
+    let reply = post(&cluster, &bad);
+    assert_eq!(
+        (reply.status, &reply.body["field"]),
+        (422, &json!("[1].priority")),
+        "{}",
+        reply.text
+    );
+    let invalid_input = json!([{"kind": "echo"}, {"kind": "sleep", "input": {}}]);
+    let reply = post(&cluster, &invalid_input);
+    assert_eq!(
+        (reply.status, &reply.body["field"]),
+        (422, &json!("[1].input.ms")),
+        "{}",
+        reply.text
+    );
+    let listed = cluster.get("n1", "/v1/tasks").body;
+    assert_eq!(listed["tasks"], json!([]), "nothing half-applied");
+
+    let good = json!([
+        {"kind": "echo", "input": 1, "key": "batch-a"},
+        {"kind": "echo", "input": 2},
+        {"kind": "echo", "input": 3, "key": "batch-a"}
+    ]);
+    let reply = post(&cluster, &good);
+    assert_eq!(reply.status, 202, "{}", reply.text);
+    let accepted = reply
+        .body
+        .as_array()
+        .expect("one acceptance per task")
+        .clone();
+    assert_eq!(accepted.len(), 3);
+    assert_eq!(accepted[0]["created"], true);
+    assert_eq!(accepted[2]["created"], false, "same key, same task");
+    assert_eq!(accepted[2]["id"], accepted[0]["id"]);
+}
+
+#[test]
+fn tasks_are_listed_in_pages_with_a_cursor_and_a_state_filter() {
+    let mut cluster = Cluster::new(1, "");
+    cluster.start("n1", &[]);
+    let batch: Vec<Value> = (0..25)
+        .map(|i| json!({"kind": "echo", "input": i}))
+        .collect();
+    let reply = post(&cluster, &Value::Array(batch));
+    assert_eq!(reply.status, 202, "{}", reply.text);
+    let submitted: Vec<String> = reply
+        .body
+        .as_array()
+        .expect("ids")
+        .iter()
+        .map(|a| a["id"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    let blocked = submit(&cluster, json!({"kind": "sleep", "input": {"ms": 30000}}));
+    await_state(&cluster, &blocked, "running");
+    wait_until(FINISH, "the echo tasks to succeed", || {
+        cluster
+            .get("n1", "/v1/tasks?state=succeeded&limit=1000")
+            .body["tasks"]
+            .as_array()
+            .map(Vec::len)
+            == Some(25)
+    });
+
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/v1/tasks?limit=10&cursor={c}"),
+            None => "/v1/tasks?limit=10".to_owned(),
+        };
+        let page = cluster.get("n1", &path);
+        assert_eq!(page.status, 200, "{}", page.text);
+        let tasks = page.body["tasks"].as_array().expect("tasks").clone();
+        assert!(tasks.len() <= 10);
+        seen.extend(
+            tasks
+                .iter()
+                .map(|t| t["id"].as_str().unwrap_or_default().to_owned()),
+        );
+        match page.body["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    let mut expected = submitted.clone();
+    expected.push(blocked.clone());
+    assert_eq!(seen, expected, "every task once, in submission order");
+    let running = cluster.get("n1", "/v1/tasks?state=running").body;
+    assert_eq!(running["tasks"].as_array().map(Vec::len), Some(1));
+    assert_eq!(running["tasks"][0]["id"], json!(blocked));
+
+    for (query, field) in [
+        ("state=sleepy", "state"),
+        ("limit=0", "limit"),
+        ("limit=x", "limit"),
+        ("colour=red", "colour"),
+    ] {
+        let reply = cluster.get("n1", &format!("/v1/tasks?{query}"));
+        assert_eq!(
+            (reply.status, &reply.body["field"]),
+            (422, &json!(field)),
+            "{query}: {}",
+            reply.text
+        );
+    }
+}
+
+#[test]
+fn not_before_holds_a_task_until_its_time() {
+    let mut cluster = Cluster::new(1, "");
+    cluster.start("n1", &[]);
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as u64;
+    let at = now_ms + 800;
+    let id = submit(&cluster, json!({"kind": "echo", "not_before_ms": at}));
+    assert_eq!(task(&cluster, &id)["state"], "pending");
+    let record = await_state(&cluster, &id, "succeeded");
+    let started = record["attempts"][0]["started_at_ms"]
+        .as_u64()
+        .expect("started");
+    assert!(started >= at, "started at {started}, not before {at}");
+}
