@@ -10,6 +10,7 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use ractor::rpc::CallResult;
 use troupe_actors::membership::{LoneGossip, Membership};
 use troupe_actors::plugins::PluginRegistryMsg;
+use troupe_actors::scheduler::ClusterLink;
 use troupe_actors::store::MemoryStorage;
 use troupe_actors::supervisor::{RestartPolicy, SupervisorMsg};
 use troupe_actors::tree::{self, NodeTree, NodeTreeConfig, PLUGINS};
@@ -55,6 +56,7 @@ fn restart(c: &mut Criterion) {
         .enable_all()
         .build()
         .expect("tokio runtime");
+    let (live_tx, live_rx) = tokio::sync::watch::channel(vec!["bench".to_owned()]);
     let config = NodeTreeConfig {
         node_id: Arc::from("bench"),
         storage: Arc::new(MemoryStorage::default()),
@@ -68,6 +70,12 @@ fn restart(c: &mut Criterion) {
             suspect_after: Duration::from_millis(500),
             leave_linger: Duration::ZERO,
             load: Arc::new(|| None),
+            live: Arc::new(live_tx),
+        },
+        cluster: ClusterLink {
+            live: live_rx,
+            replication: 1,
+            replicate: Arc::new(|_, _| {}),
         },
         // Every restart immediate and never an escalation: this measures
         // the restart itself, not the backoff policy.

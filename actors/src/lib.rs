@@ -10,6 +10,7 @@
 pub mod directory;
 pub mod membership;
 pub mod placeholder;
+pub mod placement;
 pub mod plugins;
 pub mod scheduler;
 pub mod store;

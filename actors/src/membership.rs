@@ -156,6 +156,11 @@ impl MemberTable {
         }
     }
 
+    /// Whether the failure detector has had time to hear from peers.
+    pub fn is_warm(&self, now: Instant) -> bool {
+        now >= self.warm_until
+    }
+
     /// Takes in what gossip reports at `now`.
     pub fn refresh(&mut self, now: Instant, observations: Vec<Observation>) {
         for obs in &observations {
@@ -294,6 +299,9 @@ pub struct Membership {
     pub leave_linger: Duration,
     /// Source of the published `load`.
     pub load: LoadProbe,
+    /// Ids of the nodes that can own tasks (alive or suspect, not dead or
+    /// left), sorted; placement reads it.
+    pub live: Arc<tokio::sync::watch::Sender<Vec<String>>>,
 }
 
 /// The membership actor's state.
@@ -342,6 +350,24 @@ impl Membership {
             let label = format!("{kind:?}").to_lowercase();
             metrics::gauge!("troupe_cluster_members", "state" => label).set(count as f64);
         }
+        if !state.table.is_warm(now) {
+            // Until the detector has heard from peers, "live" would be a guess.
+            state.members = members;
+            return;
+        }
+        let mut live: Vec<String> = members
+            .iter()
+            .filter(|m| matches!(m.state, MemberState::Alive | MemberState::Suspect))
+            .map(|m| m.id.clone())
+            .collect();
+        live.sort();
+        self.live.send_if_modified(|current| {
+            let changed = *current != live;
+            if changed {
+                *current = live;
+            }
+            changed
+        });
         state.members = members;
     }
 }

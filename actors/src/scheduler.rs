@@ -21,9 +21,11 @@ use ractor::factory::{FactoryMessage, Job};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use troupe_protocol::wire::PlacedTask;
 use troupe_protocol::{Attempt, SubmitTask, TaskAccepted, TaskPage, TaskRecord, TaskState};
 
 use crate::directory::ActorDirectory;
+use crate::placement::{rendezvous_order, rendezvous_owner};
 use crate::store::{Inserted, Storage, StoreError, TaskStore};
 use crate::supervisor::FaultInjection;
 use crate::tasks::kinds;
@@ -74,17 +76,21 @@ pub enum SchedulerError {
     Store(#[from] StoreError),
 }
 
+/// Acceptances, one per submitted task in order, and the records created.
+pub type Submitted = (Vec<TaskAccepted>, Vec<TaskRecord>);
+
 /// Messages the task table handles.
 pub enum SchedulerMsg {
     /// Validate and durably record tasks, then queue them. All are checked
     /// before any is written; `batch` prefixes error fields with `[i].`.
     Submit {
-        /// The tasks.
-        tasks: Vec<SubmitTask>,
+        /// The tasks, with the ids they were placed under.
+        tasks: Vec<PlacedTask>,
         /// Whether they came as an array.
         batch: bool,
-        /// One acceptance per task, in order.
-        reply: RpcReplyPort<Result<Vec<TaskAccepted>, SchedulerError>>,
+        /// One acceptance per task, in order, and the records created
+        /// (for the caller to replicate before acknowledging).
+        reply: RpcReplyPort<Result<Submitted, SchedulerError>>,
     },
     /// A page of tasks in submission order.
     List {
@@ -128,7 +134,7 @@ pub enum SchedulerMsg {
     /// Resize the worker pool.
     SetWorkers(usize, RpcReplyPort<Result<usize, SchedulerError>>),
     /// The worker pool's size.
-    Workers(RpcReplyPort<usize>),
+    Workers(RpcReplyPort<Result<usize, SchedulerError>>),
     /// Panic with this reason.
     InjectedFault(String),
 }
@@ -151,6 +157,22 @@ pub struct Scheduler {
     /// Worker pool size, shared with the pool's spec so a restarted pool
     /// comes back at the size last asked for.
     pub workers: Arc<AtomicUsize>,
+    /// The rest of the cluster, for replicas and rebalancing.
+    pub cluster: ClusterLink,
+}
+
+/// Sends records to a node's replica store, without waiting.
+pub type ReplicateFn = Arc<dyn Fn(String, Vec<TaskRecord>) + Send + Sync>;
+
+/// What the table needs to know of the cluster.
+#[derive(Clone)]
+pub struct ClusterLink {
+    /// Ids of the nodes that can own tasks, sorted.
+    pub live: tokio::sync::watch::Receiver<Vec<String>>,
+    /// Copies of each task record, owner included.
+    pub replication: usize,
+    /// Hands records to another node's replica store.
+    pub replicate: ReplicateFn,
 }
 
 struct Active {
@@ -166,6 +188,8 @@ pub struct SchedulerState {
     backlog: VecDeque<String>,
     /// Dependency id → tasks waiting for it.
     dependents: HashMap<String, Vec<String>>,
+    /// Membership as last acted on.
+    live: tokio::sync::watch::Receiver<Vec<String>>,
 }
 
 fn now_ms() -> u64 {
@@ -178,7 +202,9 @@ fn count(event: &'static str) {
     metrics::counter!("troupe_tasks_total", "event" => event).increment(1);
 }
 
-fn validate(task: &SubmitTask) -> Result<(), SchedulerError> {
+/// Checks a submission on its own (not its dependencies, which only the
+/// owner can see); any node runs this before placing a task.
+pub fn validate(task: &SubmitTask) -> Result<(), SchedulerError> {
     let invalid = |field: &str, reason: String| SchedulerError::Invalid {
         field: field.to_owned(),
         reason,
@@ -221,7 +247,8 @@ fn validate(task: &SubmitTask) -> Result<(), SchedulerError> {
     Ok(())
 }
 
-fn in_batch(err: SchedulerError, index: usize) -> SchedulerError {
+/// Prefixes an input error's field with the task's index in a batch.
+pub fn in_batch(err: SchedulerError, index: usize) -> SchedulerError {
     match err {
         SchedulerError::Invalid { field, reason } => SchedulerError::Invalid {
             field: format!("[{index}].{field}"),
@@ -302,9 +329,9 @@ impl Scheduler {
         &self,
         myself: &ActorRef<SchedulerMsg>,
         state: &mut SchedulerState,
-        tasks: Vec<SubmitTask>,
+        tasks: Vec<PlacedTask>,
         batch: bool,
-    ) -> Result<Vec<TaskAccepted>, SchedulerError> {
+    ) -> Result<Submitted, SchedulerError> {
         if tasks.len() > MAX_BATCH {
             return Err(SchedulerError::Invalid {
                 field: "(body)".into(),
@@ -312,14 +339,13 @@ impl Scheduler {
             });
         }
         // Nothing is written unless every task is valid.
-        for (i, task) in tasks.iter().enumerate() {
-            self.check(state, task)
+        for (i, placed) in tasks.iter().enumerate() {
+            self.check(state, &placed.task)
                 .map_err(|e| if batch { in_batch(e, i) } else { e })?;
         }
         let mut accepted = Vec::with_capacity(tasks.len());
         let mut created = Vec::new();
-        for task in tasks {
-            let id = uuid::Uuid::now_v7().to_string();
+        for PlacedTask { id, task } in tasks {
             let record = TaskRecord {
                 key: task.key.unwrap_or_else(|| id.clone()),
                 id,
@@ -357,7 +383,7 @@ impl Scheduler {
         }
         // One flush makes the whole batch durable before it is acknowledged.
         state.tasks.flush()?;
-        for record in created {
+        for record in created.clone() {
             count("submitted");
             let id = record.id.clone();
             state.active.insert(
@@ -370,7 +396,71 @@ impl Scheduler {
             );
             self.advance(myself, state, id)?;
         }
-        Ok(accepted)
+        Ok((accepted, created))
+    }
+
+    /// Copies `record` to the other nodes of its replica set, without waiting.
+    fn replicate(&self, record: &TaskRecord) {
+        let live = self.cluster.live.borrow().clone();
+        for node in rendezvous_order(&record.key, &live)
+            .into_iter()
+            .take(self.cluster.replication)
+            .filter(|n| *n != &*self.node_id)
+        {
+            (self.cluster.replicate)(node.to_owned(), vec![record.clone()]);
+        }
+    }
+
+    /// After a membership change: adopt the unfinished tasks whose owner is
+    /// gone and for which this node is now first in line.
+    fn adopt_orphans(
+        &self,
+        myself: &ActorRef<SchedulerMsg>,
+        state: &mut SchedulerState,
+    ) -> Result<(), StoreError> {
+        let live = state.live.borrow_and_update().clone();
+        if !live.iter().any(|n| n == &*self.node_id) {
+            // Not yet (or no longer) part of the view: adopt nothing.
+            return Ok(());
+        }
+        let mut adopted = 0;
+        for mut record in state.tasks.unfinished()? {
+            let orphaned = !live.contains(&record.owner);
+            if record.owner == *self.node_id
+                || !orphaned
+                || rendezvous_owner(&record.key, &live) != Some(&*self.node_id)
+            {
+                continue;
+            }
+            tracing::info!(task = %record.id, from = %record.owner, "adopting task of a departed node");
+            record.owner = self.node_id.to_string();
+            if let Some(last) = record.attempts.last_mut().filter(|a| a.outcome.is_none()) {
+                last.outcome = Some("interrupted".into());
+                last.finished_at_ms = Some(now_ms());
+                metrics::counter!("troupe_task_duplicate_runs_total").increment(1);
+            }
+            if matches!(record.state, TaskState::Queued | TaskState::Running) {
+                record.state = TaskState::Pending;
+            }
+            state.tasks.put(&record)?;
+            self.replicate(&record);
+            let id = record.id.clone();
+            state.active.insert(
+                id.clone(),
+                Active {
+                    record,
+                    cancel: CancellationToken::new(),
+                    queued_at: Instant::now(),
+                },
+            );
+            self.advance(myself, state, id)?;
+            adopted += 1;
+        }
+        if adopted > 0 {
+            metrics::counter!("troupe_tasks_adopted_total").increment(adopted);
+            tracing::info!(adopted, "re-queued tasks of departed nodes");
+        }
+        Ok(())
     }
 
     /// Moves a task that is not running on: waits for its dependencies,
@@ -459,6 +549,7 @@ impl Scheduler {
         if let Some(mut active) = state.active.remove(id) {
             active.record.finished_at_ms.get_or_insert_with(now_ms);
             state.tasks.put(&active.record)?;
+            self.replicate(&active.record);
         }
         for dependent in state.dependents.remove(id).unwrap_or_default() {
             self.advance(myself, state, dependent)?;
@@ -528,6 +619,7 @@ impl Scheduler {
         if let Err(e) = state.tasks.put(&active.record) {
             tracing::warn!(task = %id, "could not record start: {e}");
         }
+        self.replicate(&active.record);
     }
 
     fn attempt_done(
@@ -616,9 +708,16 @@ impl Actor for Scheduler {
             active: HashMap::new(),
             backlog: VecDeque::new(),
             dependents: HashMap::new(),
+            live: self.cluster.live.clone(),
         };
+        // The first tick looks for orphans whatever the view is now.
+        state.live.mark_changed();
         // Take back every unfinished task; attempts cut short run again.
         for mut record in tasks.unfinished()? {
+            if record.owner != *self.node_id {
+                // A replica: its owner runs it, or a rebalance adopts it.
+                continue;
+            }
             if let Some(last) = record.attempts.last_mut().filter(|a| a.outcome.is_none()) {
                 last.outcome = Some("interrupted".into());
                 last.finished_at_ms = Some(now_ms());
@@ -668,7 +767,12 @@ impl Actor for Scheduler {
             } => {
                 let page = state
                     .tasks
-                    .page(after.as_deref(), wanted, limit.clamp(1, MAX_PAGE))
+                    .page(
+                        after.as_deref(),
+                        wanted,
+                        Some(&self.node_id),
+                        limit.clamp(1, MAX_PAGE),
+                    )
                     .map(|(tasks, next_cursor)| TaskPage { tasks, next_cursor })
                     .map_err(SchedulerError::from);
                 let _ = reply.send(page);
@@ -702,6 +806,9 @@ impl Actor for Scheduler {
                 for id in std::mem::take(&mut state.backlog) {
                     self.dispatch(state, id);
                 }
+                if state.live.has_changed().unwrap_or(false) {
+                    self.adopt_orphans(&myself, state)?;
+                }
             }
             SchedulerMsg::SetWorkers(count, reply) => {
                 let answer = if (1..=MAX_WORKERS).contains(&count) {
@@ -720,7 +827,7 @@ impl Actor for Scheduler {
                 let _ = reply.send(answer);
             }
             SchedulerMsg::Workers(reply) => {
-                let _ = reply.send(self.workers.load(Ordering::SeqCst));
+                let _ = reply.send(Ok(self.workers.load(Ordering::SeqCst)));
             }
             SchedulerMsg::InjectedFault(reason) => panic!("injected fault: {reason}"),
         }

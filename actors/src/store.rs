@@ -43,11 +43,13 @@ pub trait TaskStore: Send + Sync {
     /// Makes everything written so far durable.
     fn flush(&self) -> Result<(), StoreError>;
     /// Up to `limit` records after id `after` (ids sort by submission
-    /// time), in `state` if given; and the cursor of the next page.
+    /// time), in `state` and owned by `owner` if given; and the cursor of
+    /// the next page.
     fn page(
         &self,
         after: Option<&str>,
         state: Option<TaskState>,
+        owner: Option<&str>,
         limit: usize,
     ) -> Result<(Vec<TaskRecord>, Option<String>), StoreError>;
     /// The record with this id.
@@ -66,16 +68,19 @@ pub trait Storage: Send + Sync {
     fn check(&self) -> Result<(), StoreError>;
 }
 
-/// Takes records in id order, keeps those in `state`, stops after `limit`;
-/// the cursor is the last id returned when more may follow.
+/// Takes records in id order, keeps those in `state` and of `owner`, stops
+/// after `limit`; the cursor is the last id returned when more may follow.
 pub fn paginate(
     records: impl Iterator<Item = TaskRecord>,
     state: Option<TaskState>,
+    owner: Option<&str>,
     limit: usize,
 ) -> (Vec<TaskRecord>, Option<String>) {
     let mut page = Vec::new();
     let mut more = false;
-    for record in records.filter(|r| state.is_none_or(|s| r.state == s)) {
+    let wanted =
+        |r: &TaskRecord| state.is_none_or(|s| r.state == s) && owner.is_none_or(|o| r.owner == o);
+    for record in records.filter(wanted) {
         if page.len() == limit {
             more = true;
             break;
@@ -141,6 +146,7 @@ impl TaskStore for MemoryTasks {
         &self,
         after: Option<&str>,
         state: Option<TaskState>,
+        owner: Option<&str>,
         limit: usize,
     ) -> Result<(Vec<TaskRecord>, Option<String>), StoreError> {
         let guard = self.lock()?;
@@ -153,12 +159,15 @@ impl TaskStore for MemoryTasks {
         Ok(paginate(
             ids.into_iter().filter_map(|id| guard.0.get(id).cloned()),
             state,
+            owner,
             limit,
         ))
     }
 
     fn put(&self, record: &TaskRecord) -> Result<(), StoreError> {
-        self.lock()?.0.insert(record.id.clone(), record.clone());
+        let mut guard = self.lock()?;
+        guard.1.insert(record.key.clone(), record.id.clone());
+        guard.0.insert(record.id.clone(), record.clone());
         Ok(())
     }
 

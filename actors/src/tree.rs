@@ -26,7 +26,7 @@ use crate::directory::{ActorDirectory, ActorPath};
 use crate::membership::Membership;
 use crate::placeholder::Placeholder;
 use crate::plugins::PluginRegistry;
-use crate::scheduler::{Scheduler, MAX_TIMEOUT};
+use crate::scheduler::{ClusterLink, Scheduler, MAX_TIMEOUT};
 use crate::store::Storage;
 use crate::supervisor::{
     ChildSpec, RestartPolicy, Strategy, Supervisor, SupervisorArgs, SupervisorMsg, SupervisorStart,
@@ -54,6 +54,8 @@ pub struct NodeTreeConfig {
     pub storage: Arc<dyn Storage>,
     /// Membership over the node's gossip.
     pub membership: Membership,
+    /// What the task table needs of the cluster.
+    pub cluster: ClusterLink,
     /// Restart intensity and backoff for every supervisor.
     pub policy: RestartPolicy,
     /// Number of window shards under `ingest`.
@@ -103,6 +105,7 @@ fn node_children(config: &NodeTreeConfig, directory: &ActorDirectory) -> Vec<Chi
         storage: Arc::clone(&config.storage),
         directory: directory.clone(),
         workers: Arc::clone(&workers),
+        cluster: config.cluster.clone(),
     };
     let mut ingest = vec![ChildSpec::worker(
         "ingestor",
@@ -138,6 +141,11 @@ fn node_children(config: &NodeTreeConfig, directory: &ActorDirectory) -> Vec<Chi
             },
         ),
     ]
+}
+
+/// The directory of the tree started under `scope` (usable before it starts).
+pub fn directory(scope: &str) -> ActorDirectory {
+    ActorPath::root(scope, ROOT).directory()
 }
 
 /// Starts the node's tree. `scope` must be unique per tree in this process.

@@ -41,6 +41,8 @@ pub struct AppState {
     pub directory: ActorDirectory,
     /// The node's store, for `/ready`.
     pub storage: Arc<dyn Storage>,
+    /// Routes task requests to their owners.
+    pub router: Arc<crate::routing::TaskRouter>,
     /// Whether `POST /v1/actors/{path}/crash` is allowed.
     pub fault_injection: bool,
     /// Renders `/metrics`.

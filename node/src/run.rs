@@ -12,14 +12,19 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use actix_web::{web, App, HttpServer};
 use anyhow::Context;
 use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 use troupe_actors::membership::{Membership, MembershipMsg, KEY_HTTP, KEY_VERSION};
+use troupe_actors::scheduler::ClusterLink;
 use troupe_actors::tree::{self, NodeTreeConfig, MEMBERSHIP};
 
 use crate::config::{ClusterConfig, NodeEntry};
 use crate::gossip::{cpu_load_probe, ChitchatGossip};
 use crate::http::{self, AppState};
+use crate::routing::TaskRouter;
 use crate::store::SledStorage;
 use crate::telemetry;
+use crate::transport::{self, Peers};
 
 /// Longest a graceful shutdown may take before the process gives up on it.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(15);
@@ -27,7 +32,11 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(15);
 const INGEST_SHARDS: usize = 2;
 
 /// Membership for node `entry`: gossip with every other configured node.
-fn membership(config: &ClusterConfig, entry: &NodeEntry) -> Membership {
+fn membership(
+    config: &ClusterConfig,
+    entry: &NodeEntry,
+    live: watch::Sender<Vec<String>>,
+) -> Membership {
     let interval = Duration::from_millis(config.cluster.gossip_interval_ms);
     let gossip = ChitchatGossip {
         node_id: entry.id.clone(),
@@ -53,6 +62,7 @@ fn membership(config: &ClusterConfig, entry: &NodeEntry) -> Membership {
         suspect_after: interval * 5,
         leave_linger: interval * 3,
         load: Arc::new(cpu_load_probe()),
+        live: Arc::new(live),
     }
 }
 
@@ -88,17 +98,58 @@ pub async fn run(
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
     let node_id: Arc<str> = Arc::from(entry.id.as_str());
+    let scope = format!("{node_id}@{generation}");
+    let storage_handle: Arc<dyn troupe_actors::store::Storage> = Arc::new(storage.clone());
+    // Empty until membership has a warm view of who is alive.
+    let (live_tx, live_rx) = watch::channel(Vec::<String>::new());
+    let peers = Arc::new(Peers::new(
+        &entry.id,
+        &config.cluster.name,
+        config
+            .nodes
+            .iter()
+            .filter(|n| n.id != entry.id)
+            .map(|n| (n.id.clone(), n.cluster))
+            .collect(),
+    ));
+    let router = Arc::new(TaskRouter {
+        node_id: Arc::clone(&node_id),
+        replication: config.cluster.replication,
+        directory: tree::directory(&scope),
+        peers: Arc::clone(&peers),
+        live: live_rx.clone(),
+        storage: Arc::clone(&storage_handle),
+    });
+    let peer_listener = tokio::net::TcpListener::bind(entry.cluster)
+        .await
+        .with_context(|| format!("cannot listen for peers on {}", entry.cluster))?;
     let tree_config = NodeTreeConfig {
         node_id: Arc::clone(&node_id),
-        storage: Arc::new(storage.clone()),
-        membership: membership(config, &entry),
+        storage: Arc::clone(&storage_handle),
+        membership: membership(config, &entry, live_tx),
+        cluster: ClusterLink {
+            live: live_rx,
+            replication: config.cluster.replication,
+            replicate: TaskRouter::replicate_fn(Arc::clone(&peers)),
+        },
         policy: config.supervision.policy(),
         shards: INGEST_SHARDS,
         workers: config.workers.count,
     };
-    let mut node_tree = tree::start(&format!("{node_id}@{generation}"), &tree_config)
+    let mut node_tree = tree::start(&scope, &tree_config)
         .await
         .context("supervision tree failed to start")?;
+    let peer_stop = CancellationToken::new();
+    let handler_router = Arc::clone(&router);
+    let peer_server = tokio::spawn(transport::serve(
+        peer_listener,
+        config.cluster.name.clone(),
+        Arc::new(move |request| {
+            let router = Arc::clone(&handler_router);
+            Box::pin(async move { router.handle_peer(request).await })
+        }),
+        peer_stop.clone(),
+    ));
 
     let state = web::Data::new(AppState {
         cluster: Arc::from(config.cluster.name.as_str()),
@@ -108,6 +159,7 @@ pub async fn run(
         root: node_tree.root.clone(),
         directory: node_tree.directory.clone(),
         storage: tree_config.storage.clone(),
+        router,
         fault_injection: options.fault_injection || config.debug.fault_injection,
         metrics: metrics.clone(),
     });
@@ -146,6 +198,8 @@ pub async fn run(
                 .await;
         }
         server_handle.stop(true).await;
+        peer_stop.cancel();
+        let _ = peer_server.await;
         let _ = node_tree
             .root
             .stop_and_wait(Some("node shutting down".into()), Some(SHUTDOWN_GRACE))

@@ -55,10 +55,11 @@ pub fn render(health: &Health, readiness: &Readiness, tree: &ActorNode) -> Strin
     );
     let _ = writeln!(
         out,
-        "ready: {}  (store {}, actors {})",
+        "ready: {}  (store {}, actors {}, joined {})",
         if readiness.ready { "yes" } else { "NO" },
         yes_no(readiness.store),
-        yes_no(readiness.actors)
+        yes_no(readiness.actors),
+        if readiness.joined { "yes" } else { "not yet" }
     );
     if !readiness.not_running.is_empty() {
         let _ = writeln!(out, "not running: {}", readiness.not_running.join(", "));
@@ -169,6 +170,7 @@ mod tests {
         };
         let ready = Readiness {
             ready: true,
+            joined: true,
             store: true,
             actors: true,
             not_running: vec![],

@@ -148,6 +148,7 @@ impl TaskStore for SledTasks {
         &self,
         after: Option<&str>,
         state: Option<TaskState>,
+        owner: Option<&str>,
         limit: usize,
     ) -> Result<(Vec<TaskRecord>, Option<String>), StoreError> {
         use std::ops::Bound;
@@ -172,7 +173,7 @@ impl TaskStore for SledTasks {
                     }
                 }
             });
-        let page = paginate(records, state, limit);
+        let page = paginate(records, state, owner, limit);
         match failure {
             Some(e) => Err(e),
             None => Ok(page),
@@ -181,6 +182,11 @@ impl TaskStore for SledTasks {
 
     fn put(&self, record: &TaskRecord) -> Result<(), StoreError> {
         let bytes = serde_json::to_vec(record).map_err(unavailable)?;
+        // Replicas arrive through here too: map the key so that a replica
+        // that becomes owner still answers repeats of it.
+        self.by_key
+            .insert(record.key.as_bytes(), record.id.as_bytes())
+            .map_err(unavailable)?;
         self.by_id
             .insert(record.id.as_bytes(), bytes)
             .map(|_| ())
@@ -250,7 +256,7 @@ mod tests {
             tasks.insert_new(&r).expect("insert");
         }
         let ids = |page: &[TaskRecord]| page.iter().map(|r| r.id.clone()).collect::<Vec<_>>();
-        let (first, cursor) = tasks.page(None, None, 3).expect("page");
+        let (first, cursor) = tasks.page(None, None, None, 3).expect("page");
         assert_eq!(
             (ids(&first), cursor.as_deref()),
             (
@@ -258,10 +264,10 @@ mod tests {
                 Some("id-2")
             )
         );
-        let (rest, cursor) = tasks.page(Some("id-2"), None, 10).expect("page");
+        let (rest, cursor) = tasks.page(Some("id-2"), None, None, 10).expect("page");
         assert_eq!((rest.len(), cursor), (4, None));
         let (done, _) = tasks
-            .page(None, Some(TaskState::Succeeded), 10)
+            .page(None, Some(TaskState::Succeeded), None, 10)
             .expect("page");
         assert_eq!(ids(&done), ["id-0", "id-2", "id-4", "id-6"]);
     }

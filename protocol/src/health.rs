@@ -20,8 +20,11 @@ pub struct Health {
 /// `GET /ready`: whether this node can take work, and if not, why.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Readiness {
-    /// True when the store is open and every supervised actor is running.
+    /// True when the store is open, every supervised actor is running and
+    /// the node has joined the cluster.
     pub ready: bool,
+    /// The node knows who is alive (always true in a cluster of one).
+    pub joined: bool,
     /// The store answered.
     pub store: bool,
     /// Every actor in the supervision tree is running.

@@ -10,6 +10,7 @@ pub mod cluster;
 pub mod error;
 pub mod health;
 pub mod tasks;
+pub mod wire;
 
 pub use actors::{ActorNode, ActorStatus, Failure};
 pub use cluster::{ClusterView, Member, MemberState};

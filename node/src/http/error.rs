@@ -63,6 +63,39 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// The status and body, to send to a peer that asked on a client's behalf.
+    pub fn to_parts(&self) -> (u16, ErrorBody) {
+        (
+            self.status.as_u16(),
+            ErrorBody {
+                error: self.code.to_owned(),
+                detail: self.detail.clone(),
+                field: self.field.clone(),
+            },
+        )
+    }
+
+    /// An error a peer answered with, passed on unchanged.
+    pub fn from_parts(status: u16, body: ErrorBody) -> Self {
+        let code = match body.error.as_str() {
+            "malformed" => "malformed",
+            "invalid_field" => "invalid_field",
+            "not_found" => "not_found",
+            "forbidden" => "forbidden",
+            "conflict" => "conflict",
+            "too_large" => "too_large",
+            _ => "unavailable",
+        };
+        Self {
+            status: StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY),
+            code,
+            detail: body.detail,
+            field: body.field,
+        }
+    }
+}
+
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         self.status
@@ -73,11 +106,7 @@ impl ResponseError for ApiError {
         if self.status == StatusCode::SERVICE_UNAVAILABLE {
             response.insert_header(("Retry-After", "1"));
         }
-        response.json(ErrorBody {
-            error: self.code.to_owned(),
-            detail: self.detail.clone(),
-            field: self.field.clone(),
-        })
+        response.json(self.to_parts().1)
     }
 }
 

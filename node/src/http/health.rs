@@ -39,8 +39,10 @@ pub(super) async fn ready(state: web::Data<AppState>) -> HttpResponse {
         Ok(ractor::rpc::CallResult::Success(tree)) => not_running(&tree, &mut down),
         _ => down.push(troupe_actors::tree::ROOT.to_owned()),
     }
+    let joined = state.router.joined();
     let readiness = Readiness {
-        ready: store && down.is_empty(),
+        ready: store && joined && down.is_empty(),
+        joined,
         store,
         actors: down.is_empty(),
         not_running: down,

@@ -2,50 +2,13 @@
 //! `GET` and `DELETE /v1/tasks/{id}`, `GET` and `PUT /v1/workers`.
 
 use std::collections::HashMap;
-use std::time::Duration;
 
 use actix_web::{web, HttpResponse};
-use ractor::rpc::CallResult;
-use ractor::ActorRef;
-use troupe_actors::scheduler::{SchedulerError, SchedulerMsg, MAX_PAGE};
-use troupe_actors::tree::SCHEDULER;
+use troupe_actors::scheduler::{SchedulerMsg, MAX_PAGE};
 use troupe_protocol::{SubmitTask, TaskState, Workers};
 
 use super::json::{parse, read_body};
 use super::{ApiError, AppState};
-
-const CALL_TIMEOUT: Duration = Duration::from_secs(10);
-
-fn table(state: &AppState) -> Result<ActorRef<SchedulerMsg>, ApiError> {
-    state
-        .directory
-        .get(SCHEDULER)
-        .ok_or_else(|| ApiError::unavailable("the task table is restarting"))
-}
-
-fn table_error(err: SchedulerError) -> ApiError {
-    match err {
-        SchedulerError::Invalid { field, reason } => ApiError::invalid(field, reason),
-        SchedulerError::NotFound(_) => ApiError::not_found(err.to_string()),
-        SchedulerError::Finished { .. } => ApiError::conflict(err.to_string()),
-        SchedulerError::Store(e) => ApiError::unavailable(e.to_string()),
-    }
-}
-
-/// Calls the task table and maps its answer; `what` names the request in
-/// the error when the table does not answer.
-async fn ask<T, F>(state: &AppState, build: F, what: &str) -> Result<T, ApiError>
-where
-    T: Send + 'static,
-    F: FnOnce(ractor::RpcReplyPort<Result<T, SchedulerError>>) -> SchedulerMsg,
-{
-    match table(state)?.call(build, Some(CALL_TIMEOUT)).await {
-        Ok(CallResult::Success(answer)) => answer.map_err(table_error),
-        _ => Err(ApiError::unavailable(format!(
-            "the task table did not answer; {what}"
-        ))),
-    }
-}
 
 pub(super) async fn submit(
     state: web::Data<AppState>,
@@ -62,16 +25,7 @@ pub(super) async fn submit(
         return Err(ApiError::invalid("(body)", "the batch is empty"));
     }
     // Not acknowledged unless answered: the client may retry with the same keys.
-    let mut accepted = ask(
-        &state,
-        |reply| SchedulerMsg::Submit {
-            tasks,
-            batch,
-            reply,
-        },
-        "nothing was acknowledged",
-    )
-    .await?;
+    let mut accepted = state.router.submit(tasks, batch).await?;
     Ok(match (batch, accepted.pop()) {
         (false, Some(one)) => HttpResponse::Accepted().json(one),
         (_, last) => {
@@ -114,17 +68,15 @@ pub(super) async fn list(
             other => return Err(ApiError::invalid(other, "unknown query parameter")),
         }
     }
-    let page = ask(
-        &state,
-        |reply| SchedulerMsg::List {
+    let page = state
+        .router
+        .ask(|reply| SchedulerMsg::List {
             after,
             state: wanted,
             limit,
             reply,
-        },
-        "try again",
-    )
-    .await?;
+        })
+        .await?;
     Ok(HttpResponse::Ok().json(page))
 }
 
@@ -133,13 +85,10 @@ pub(super) async fn get(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
-    let found = ask(
-        &state,
-        |reply| SchedulerMsg::Get(id.clone(), reply),
-        "try again",
-    )
-    .await?;
-    found
+    state
+        .router
+        .get(&id)
+        .await?
         .map(|record| HttpResponse::Ok().json(record))
         .ok_or_else(|| ApiError::not_found(format!("no task {id}")))
 }
@@ -148,19 +97,13 @@ pub(super) async fn cancel(
     state: web::Data<AppState>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = id.into_inner();
-    let record = ask(&state, |reply| SchedulerMsg::Cancel(id, reply), "try again").await?;
+    let record = state.router.cancel(&id.into_inner()).await?;
     Ok(HttpResponse::Ok().json(record))
 }
 
 pub(super) async fn workers(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    match table(&state)?
-        .call(SchedulerMsg::Workers, Some(CALL_TIMEOUT))
-        .await
-    {
-        Ok(CallResult::Success(count)) => Ok(HttpResponse::Ok().json(Workers { count })),
-        _ => Err(ApiError::unavailable("the task table did not answer")),
-    }
+    let count = state.router.ask(SchedulerMsg::Workers).await?;
+    Ok(HttpResponse::Ok().json(Workers { count }))
 }
 
 pub(super) async fn resize(
@@ -168,11 +111,9 @@ pub(super) async fn resize(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let Workers { count } = parse(&read_body(payload).await?)?;
-    let count = ask(
-        &state,
-        |reply| SchedulerMsg::SetWorkers(count, reply),
-        "try again",
-    )
-    .await?;
+    let count = state
+        .router
+        .ask(|reply| SchedulerMsg::SetWorkers(count, reply))
+        .await?;
     Ok(HttpResponse::Ok().json(Workers { count }))
 }

@@ -2,3 +2,4 @@
 //! gossiping on loopback, killed and restarted.
 
 mod membership;
+mod tasks;

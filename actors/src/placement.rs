@@ -1,0 +1,79 @@
+//! Where a task lives: rendezvous (highest-random-weight) hashing.
+//!
+//! Every node ranks the live nodes for a task's key by a hash of (node,
+//! key) and agrees on the order without talking: the first is the owner,
+//! the next R-1 hold replicas. When a node goes, only the keys it owned
+//! move, each to the next node in its own order — its first replica.
+
+/// A stable 64-bit hash (FNV-1a, then a SplitMix64 finaliser so that
+/// nearby inputs spread evenly). Stable across builds, unlike std's hasher,
+/// so nodes running different builds still agree on placement.
+fn weight(node: &str, key: &str) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in node.bytes().chain([0xff]).chain(key.bytes()) {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    hash = (hash ^ (hash >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    hash = (hash ^ (hash >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    hash ^ (hash >> 31)
+}
+
+/// `nodes` ordered for `key`: owner first, then replicas in order.
+pub fn rendezvous_order<'a>(key: &str, nodes: &'a [String]) -> Vec<&'a str> {
+    let mut ranked: Vec<(u64, &str)> = nodes.iter().map(|n| (weight(n, key), n.as_str())).collect();
+    ranked.sort_unstable_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(b.1)));
+    ranked.into_iter().map(|(_, n)| n).collect()
+}
+
+/// The owner of `key` among `nodes`.
+pub fn rendezvous_owner<'a>(key: &str, nodes: &'a [String]) -> Option<&'a str> {
+    rendezvous_order(key, nodes).into_iter().next()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nodes(ids: &[&str]) -> Vec<String> {
+        ids.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn keys_spread_evenly_over_nodes() {
+        let all = nodes(&["n1", "n2", "n3"]);
+        let mut owned = [0usize; 3];
+        for i in 0..30_000 {
+            let owner = rendezvous_owner(&format!("task-{i}"), &all).expect("owner");
+            owned[all.iter().position(|n| n == owner).expect("known")] += 1;
+        }
+        for count in owned {
+            assert!((9_000..11_000).contains(&count), "{owned:?}");
+        }
+    }
+
+    #[test]
+    fn removing_a_node_moves_only_its_keys_to_their_first_replica() {
+        let all = nodes(&["n1", "n2", "n3", "n4"]);
+        let without = nodes(&["n1", "n3", "n4"]);
+        for i in 0..2_000 {
+            let key = format!("k{i}");
+            let before = rendezvous_order(&key, &all);
+            let after = rendezvous_owner(&key, &without).expect("owner");
+            if before[0] == "n2" {
+                assert_eq!(after, before[1], "{key} goes to its first replica");
+            } else {
+                assert_eq!(after, before[0], "{key} stays where it was");
+            }
+        }
+    }
+
+    #[test]
+    fn order_does_not_depend_on_the_order_nodes_are_listed() {
+        let a = nodes(&["n1", "n2", "n3"]);
+        let b = nodes(&["n3", "n1", "n2"]);
+        for key in ["x", "y", "order-42"] {
+            assert_eq!(rendezvous_order(key, &a), rendezvous_order(key, &b));
+        }
+    }
+}

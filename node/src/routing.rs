@@ -1,0 +1,339 @@
+//! Tasks across the cluster: placement, forwarding, replication, lookups.
+//!
+//! Any node takes a submission: it checks each task, gives it an id, ranks
+//! the live nodes for its key (rendezvous hashing) and hands it to the
+//! owner — itself or a peer. The owner records it, copies the record to the
+//! next R-1 nodes of that order, and only then acknowledges: an
+//! acknowledged task is durable on min(R, live) nodes. All of this runs in
+//! request handlers, never inside the task table actor, so two tables never
+//! wait on each other.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::join_all;
+use ractor::rpc::CallResult;
+use ractor::ActorRef;
+use tokio::sync::watch;
+use troupe_actors::directory::ActorDirectory;
+use troupe_actors::placement::rendezvous_order;
+use troupe_actors::scheduler::{in_batch, validate, ReplicateFn, SchedulerError, SchedulerMsg};
+use troupe_actors::store::Storage;
+use troupe_actors::tree::SCHEDULER;
+use troupe_protocol::wire::{PeerReply, PeerRequest, PlacedTask};
+use troupe_protocol::{SubmitTask, TaskAccepted, TaskRecord};
+
+use crate::http::ApiError;
+use crate::transport::Peers;
+
+/// How long a peer may take to answer.
+const PEER_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the local task table may take to answer.
+const TABLE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a submission waits for a membership view at start-up.
+const JOIN_WAIT: Duration = Duration::from_secs(5);
+
+/// Routes task requests to the nodes that own the tasks.
+pub struct TaskRouter {
+    /// This node.
+    pub node_id: Arc<str>,
+    /// Copies of each record, owner included.
+    pub replication: usize,
+    /// Finds the local task table.
+    pub directory: ActorDirectory,
+    /// The other nodes.
+    pub peers: Arc<Peers>,
+    /// Live node ids, from membership.
+    pub live: watch::Receiver<Vec<String>>,
+    /// Where replica records are written.
+    pub storage: Arc<dyn Storage>,
+}
+
+fn table_error(err: SchedulerError) -> ApiError {
+    match err {
+        SchedulerError::Invalid { field, reason } => ApiError::invalid(field, reason),
+        SchedulerError::NotFound(_) => ApiError::not_found(err.to_string()),
+        SchedulerError::Finished { .. } => ApiError::conflict(err.to_string()),
+        SchedulerError::Store(e) => ApiError::unavailable(e.to_string()),
+    }
+}
+
+fn unexpected(node: &str) -> ApiError {
+    ApiError::unavailable(format!("{node} gave an unexpected answer"))
+}
+
+impl TaskRouter {
+    /// Whether this node knows who is alive: placement and replication
+    /// need that, except in a cluster of one.
+    pub fn joined(&self) -> bool {
+        self.peers.is_empty() || !self.live.borrow().is_empty()
+    }
+
+    /// Live nodes; this node alone in a cluster of one, or while
+    /// membership has no view (lookups only: submissions wait for one).
+    fn live(&self) -> Vec<String> {
+        let live = self.live.borrow().clone();
+        if live.is_empty() {
+            vec![self.node_id.to_string()]
+        } else {
+            live
+        }
+    }
+
+    /// The live nodes to place on, waiting briefly for a first view: a task
+    /// placed without one would be acknowledged without its replicas.
+    async fn placement_view(&self) -> Result<Vec<String>, ApiError> {
+        if !self.joined() {
+            let mut live = self.live.clone();
+            let joined = tokio::time::timeout(JOIN_WAIT, live.wait_for(|v| !v.is_empty())).await;
+            if !matches!(joined, Ok(Ok(_))) {
+                return Err(ApiError::unavailable(
+                    "this node has not yet joined the cluster; nothing was acknowledged",
+                ));
+            }
+        }
+        Ok(self.live())
+    }
+
+    fn table(&self) -> Result<ActorRef<SchedulerMsg>, ApiError> {
+        self.directory
+            .get(SCHEDULER)
+            .ok_or_else(|| ApiError::unavailable("the task table is restarting"))
+    }
+
+    /// Calls the local task table.
+    pub async fn ask<T, F>(&self, build: F) -> Result<T, ApiError>
+    where
+        T: Send + 'static,
+        F: FnOnce(ractor::RpcReplyPort<Result<T, SchedulerError>>) -> SchedulerMsg,
+    {
+        match self.table()?.call(build, Some(TABLE_TIMEOUT)).await {
+            Ok(CallResult::Success(answer)) => answer.map_err(table_error),
+            _ => Err(ApiError::unavailable("the task table did not answer")),
+        }
+    }
+
+    async fn call(&self, node: &str, request: PeerRequest) -> Result<PeerReply, ApiError> {
+        match self.peers.call(node, request, PEER_TIMEOUT).await {
+            Ok(PeerReply::Error { status, body }) => Err(ApiError::from_parts(status, body)),
+            Ok(reply) => Ok(reply),
+            Err(e) => Err(ApiError::unavailable(e.to_string())),
+        }
+    }
+
+    /// Takes a submission on any node: checks, places, forwards, and
+    /// answers once every task is durable on its replica set.
+    pub async fn submit(
+        &self,
+        tasks: Vec<SubmitTask>,
+        batch: bool,
+    ) -> Result<Vec<TaskAccepted>, ApiError> {
+        for (i, task) in tasks.iter().enumerate() {
+            validate(task)
+                .map_err(|e| if batch { in_batch(e, i) } else { e })
+                .map_err(table_error)?;
+        }
+        let live = self.placement_view().await?;
+        tracing::debug!(tasks = tasks.len(), ?live, "placing a submission");
+        let mut groups: BTreeMap<String, Vec<(usize, PlacedTask)>> = BTreeMap::new();
+        for (index, task) in tasks.into_iter().enumerate() {
+            let id = uuid::Uuid::now_v7().to_string();
+            let key = task.key.clone().unwrap_or_else(|| id.clone());
+            let owner = rendezvous_order(&key, &live)
+                .first()
+                .map_or_else(|| self.node_id.to_string(), |o| (*o).to_owned());
+            groups
+                .entry(owner)
+                .or_default()
+                .push((index, PlacedTask { id, task }));
+        }
+        let total: usize = groups.values().map(Vec::len).sum();
+        let calls = groups.into_iter().map(|(owner, group)| async move {
+            let (indices, placed): (Vec<usize>, Vec<PlacedTask>) = group.into_iter().unzip();
+            let accepted = if owner == *self.node_id {
+                self.own(placed, batch).await
+            } else {
+                match self
+                    .call(&owner, PeerRequest::Submit { tasks: placed })
+                    .await?
+                {
+                    PeerReply::Accepted { accepted } => Ok(accepted),
+                    _ => Err(unexpected(&owner)),
+                }
+            }?;
+            Ok::<_, ApiError>(indices.into_iter().zip(accepted).collect::<Vec<_>>())
+        });
+        let mut ordered: Vec<Option<TaskAccepted>> = vec![None; total];
+        for group in join_all(calls).await {
+            for (index, accepted) in group? {
+                ordered[index] = Some(accepted);
+            }
+        }
+        Ok(ordered.into_iter().flatten().collect())
+    }
+
+    /// Records tasks placed on this node and replicates them.
+    pub async fn own(
+        &self,
+        placed: Vec<PlacedTask>,
+        batch: bool,
+    ) -> Result<Vec<TaskAccepted>, ApiError> {
+        let (accepted, created) = self
+            .ask(|reply| SchedulerMsg::Submit {
+                tasks: placed,
+                batch,
+                reply,
+            })
+            .await?;
+        self.store_on_replicas(&created).await?;
+        Ok(accepted)
+    }
+
+    /// The replica nodes of `record` other than this one.
+    fn replicas_of(&self, key: &str, live: &[String]) -> Vec<String> {
+        rendezvous_order(key, live)
+            .into_iter()
+            .take(self.replication)
+            .filter(|n| *n != &*self.node_id)
+            .map(str::to_owned)
+            .collect()
+    }
+
+    async fn store_on_replicas(&self, records: &[TaskRecord]) -> Result<(), ApiError> {
+        let live = self.placement_view().await?;
+        let mut by_node: BTreeMap<String, Vec<TaskRecord>> = BTreeMap::new();
+        for record in records {
+            for node in self.replicas_of(&record.key, &live) {
+                by_node.entry(node).or_default().push(record.clone());
+            }
+        }
+        let calls = by_node.into_iter().map(|(node, records)| async move {
+            match self.call(&node, PeerRequest::Store { records }).await {
+                Ok(PeerReply::Stored) => Ok(()),
+                Ok(_) => Err(unexpected(&node)),
+                Err(e) => Err(ApiError::unavailable(format!(
+                    "recorded on {} but not on replica {node} ({e}); not acknowledged, resubmit with the same key",
+                    self.node_id
+                ))),
+            }
+        });
+        join_all(calls).await.into_iter().collect()
+    }
+
+    /// Fire-and-forget replication of state changes, for the task table.
+    pub fn replicate_fn(peers: Arc<Peers>) -> ReplicateFn {
+        Arc::new(move |node: String, records: Vec<TaskRecord>| {
+            let peers = Arc::clone(&peers);
+            tokio::spawn(async move {
+                if let Err(e) = peers
+                    .call(&node, PeerRequest::Store { records }, PEER_TIMEOUT)
+                    .await
+                {
+                    tracing::debug!(peer = %node, "state change not replicated: {e}");
+                }
+            });
+        })
+    }
+
+    async fn local(&self, id: &str) -> Result<Option<TaskRecord>, ApiError> {
+        let id = id.to_owned();
+        self.ask(|reply| SchedulerMsg::Get(id, reply)).await
+    }
+
+    async fn peer_copy(&self, node: &str, id: &str) -> Option<TaskRecord> {
+        match self
+            .call(node, PeerRequest::Get { id: id.to_owned() })
+            .await
+        {
+            Ok(PeerReply::Task { record }) => record.map(|r| *r),
+            _ => None,
+        }
+    }
+
+    /// A task from wherever it is: the owner's copy when the owner is up,
+    /// else the freshest replica here, else whichever peer has it.
+    pub async fn get(&self, id: &str) -> Result<Option<TaskRecord>, ApiError> {
+        let live = self.live();
+        let others: Vec<&String> = live.iter().filter(|n| **n != *self.node_id).collect();
+        match self.local(id).await? {
+            Some(record) if record.owner == *self.node_id || !live.contains(&record.owner) => {
+                Ok(Some(record))
+            }
+            Some(record) => Ok(Some(
+                self.peer_copy(&record.owner.clone(), id)
+                    .await
+                    .unwrap_or(record),
+            )),
+            None => {
+                let answers = join_all(others.iter().map(|n| self.peer_copy(n, id))).await;
+                Ok(answers.into_iter().flatten().next())
+            }
+        }
+    }
+
+    /// Cancels a task wherever its owner is.
+    pub async fn cancel(&self, id: &str) -> Result<TaskRecord, ApiError> {
+        let record = self
+            .get(id)
+            .await?
+            .ok_or_else(|| ApiError::not_found(format!("no task {id}")))?;
+        if record.owner == *self.node_id {
+            let id = id.to_owned();
+            return self.ask(|reply| SchedulerMsg::Cancel(id, reply)).await;
+        }
+        match self
+            .call(&record.owner, PeerRequest::Cancel { id: id.to_owned() })
+            .await?
+        {
+            PeerReply::Task {
+                record: Some(record),
+            } => Ok(*record),
+            _ => Err(unexpected(&record.owner)),
+        }
+    }
+
+    /// Answers another node.
+    pub async fn handle_peer(&self, request: PeerRequest) -> PeerReply {
+        let answer = match request {
+            PeerRequest::Submit { tasks } => self
+                .own(tasks, false)
+                .await
+                .map(|accepted| PeerReply::Accepted { accepted }),
+            PeerRequest::Store { records } => self.store_replicas(records),
+            PeerRequest::Get { id } => self.local(&id).await.map(|record| PeerReply::Task {
+                record: record.map(Box::new),
+            }),
+            PeerRequest::Cancel { id } => self
+                .ask(|reply| SchedulerMsg::Cancel(id, reply))
+                .await
+                .map(|record| PeerReply::Task {
+                    record: Some(Box::new(record)),
+                }),
+        };
+        answer.unwrap_or_else(|e| {
+            let (status, body) = e.to_parts();
+            PeerReply::Error { status, body }
+        })
+    }
+
+    fn store_replicas(&self, records: Vec<TaskRecord>) -> Result<PeerReply, ApiError> {
+        let store = self
+            .storage
+            .tasks()
+            .map_err(|e| ApiError::unavailable(e.to_string()))?;
+        let failed = |e: troupe_actors::store::StoreError| ApiError::unavailable(e.to_string());
+        for record in records {
+            // Updates may arrive out of order: never step back from an end.
+            let stale = store
+                .get(&record.id)
+                .map_err(failed)?
+                .is_some_and(|held| held.state.is_terminal() && !record.state.is_terminal());
+            if !stale {
+                store.put(&record).map_err(failed)?;
+            }
+        }
+        store.flush().map_err(failed)?;
+        Ok(PeerReply::Stored)
+    }
+}

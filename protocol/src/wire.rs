@@ -1,0 +1,98 @@
+//! Node-to-node messages: what travels on the cluster transport.
+//!
+//! Each connection opens with a [`Hello`]; then every frame (a 4-byte
+//! big-endian length and a JSON body) is an [`Envelope`] whose `id` pairs a
+//! request with its reply, so many requests share one connection.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{ErrorBody, SubmitTask, TaskAccepted, TaskRecord};
+
+/// First bytes of every connection's hello.
+pub const MAGIC: &str = "troupe-cluster";
+/// Version of this protocol; peers must match.
+pub const VERSION: u16 = 1;
+/// Largest frame accepted.
+pub const MAX_FRAME: usize = 64 << 20;
+
+/// The first frame on a connection, from the connecting side.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    /// Always [`MAGIC`].
+    pub magic: String,
+    /// The sender's [`VERSION`].
+    pub version: u16,
+    /// The sender's cluster name; other clusters are refused.
+    pub cluster: String,
+    /// The sender's node id.
+    pub node: String,
+}
+
+/// A request or reply with its correlation id.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Envelope<T> {
+    /// Pairs a reply with its request.
+    pub id: u64,
+    /// The message.
+    pub body: T,
+}
+
+/// A task whose id the receiving node was chosen to own.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlacedTask {
+    /// Id assigned by the node that took the submission.
+    pub id: String,
+    /// The submission.
+    pub task: SubmitTask,
+}
+
+/// What one node asks another.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum PeerRequest {
+    /// Own these tasks: record, replicate, queue, then acknowledge.
+    Submit {
+        /// Tasks placed on the receiver.
+        tasks: Vec<PlacedTask>,
+    },
+    /// Keep these records as a replica (durably, before replying).
+    Store {
+        /// Task records, new or updated.
+        records: Vec<TaskRecord>,
+    },
+    /// The receiver's copy of a task, if any.
+    Get {
+        /// Task id.
+        id: String,
+    },
+    /// Cancel a task the receiver owns.
+    Cancel {
+        /// Task id.
+        id: String,
+    },
+}
+
+/// What the other node answers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "reply", rename_all = "snake_case")]
+pub enum PeerReply {
+    /// Submissions acknowledged, one per task in order.
+    Accepted {
+        /// The acceptances.
+        accepted: Vec<TaskAccepted>,
+    },
+    /// Records stored.
+    Stored,
+    /// A task lookup's answer.
+    Task {
+        /// The record, if the receiver has one.
+        record: Option<Box<TaskRecord>>,
+    },
+    /// The request failed, with the HTTP status it maps to.
+    Error {
+        /// HTTP status a client would get.
+        status: u16,
+        /// The error body.
+        body: ErrorBody,
+    },
+}
