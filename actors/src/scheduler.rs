@@ -258,6 +258,37 @@ pub fn in_batch(err: SchedulerError, index: usize) -> SchedulerError {
     }
 }
 
+/// Prepares an unfinished record for a new owner or a new incarnation of
+/// this table: an attempt that was running is over (`interrupted`; it will
+/// run again, so it counts as a possible duplicate), and whatever the task
+/// was doing, it is examined afresh.
+fn take_back(record: &mut TaskRecord) {
+    if let Some(last) = record.attempts.last_mut().filter(|a| a.outcome.is_none()) {
+        last.outcome = Some("interrupted".into());
+        last.finished_at_ms = Some(now_ms());
+        metrics::counter!("troupe_task_duplicate_runs_total").increment(1);
+    }
+    if matches!(record.state, TaskState::Queued | TaskState::Running) {
+        record.state = TaskState::Pending;
+    }
+}
+
+impl SchedulerState {
+    /// Makes `record` one of the tasks this table drives; returns its id.
+    fn activate(&mut self, record: TaskRecord) -> String {
+        let id = record.id.clone();
+        self.active.insert(
+            id.clone(),
+            Active {
+                record,
+                cancel: CancellationToken::new(),
+                queued_at: Instant::now(),
+            },
+        );
+        id
+    }
+}
+
 /// Full-jitter exponential backoff before attempt `next` (2 for the first retry).
 fn retry_delay(record: &TaskRecord, next: u32) -> Duration {
     let doublings = next.saturating_sub(2).min(30);
@@ -385,15 +416,7 @@ impl Scheduler {
         state.tasks.flush()?;
         for record in created.clone() {
             count("submitted");
-            let id = record.id.clone();
-            state.active.insert(
-                id.clone(),
-                Active {
-                    record,
-                    cancel: CancellationToken::new(),
-                    queued_at: Instant::now(),
-                },
-            );
+            let id = state.activate(record);
             self.advance(myself, state, id)?;
         }
         Ok((accepted, created))
@@ -434,25 +457,10 @@ impl Scheduler {
             }
             tracing::info!(task = %record.id, from = %record.owner, "adopting task of a departed node");
             record.owner = self.node_id.to_string();
-            if let Some(last) = record.attempts.last_mut().filter(|a| a.outcome.is_none()) {
-                last.outcome = Some("interrupted".into());
-                last.finished_at_ms = Some(now_ms());
-                metrics::counter!("troupe_task_duplicate_runs_total").increment(1);
-            }
-            if matches!(record.state, TaskState::Queued | TaskState::Running) {
-                record.state = TaskState::Pending;
-            }
+            take_back(&mut record);
             state.tasks.put(&record)?;
             self.replicate(&record);
-            let id = record.id.clone();
-            state.active.insert(
-                id.clone(),
-                Active {
-                    record,
-                    cancel: CancellationToken::new(),
-                    queued_at: Instant::now(),
-                },
-            );
+            let id = state.activate(record);
             self.advance(myself, state, id)?;
             adopted += 1;
         }
@@ -718,24 +726,8 @@ impl Actor for Scheduler {
                 // A replica: its owner runs it, or a rebalance adopts it.
                 continue;
             }
-            if let Some(last) = record.attempts.last_mut().filter(|a| a.outcome.is_none()) {
-                last.outcome = Some("interrupted".into());
-                last.finished_at_ms = Some(now_ms());
-                metrics::counter!("troupe_task_duplicate_runs_total").increment(1);
-            }
-            // Whatever it was doing, it is examined afresh.
-            if matches!(record.state, TaskState::Queued | TaskState::Running) {
-                record.state = TaskState::Pending;
-            }
-            let id = record.id.clone();
-            state.active.insert(
-                id.clone(),
-                Active {
-                    record,
-                    cancel: CancellationToken::new(),
-                    queued_at: Instant::now(),
-                },
-            );
+            take_back(&mut record);
+            let id = state.activate(record);
             let _ = myself.send_message(SchedulerMsg::Ready(id));
         }
         if !state.active.is_empty() {
