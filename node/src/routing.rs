@@ -63,6 +63,21 @@ fn unexpected(node: &str) -> ApiError {
     ApiError::unavailable(format!("{node} gave an unexpected answer"))
 }
 
+/// Of several nodes' copies of a task, the owner's own; failing that (the
+/// owner is gone) the most advanced: finished before unfinished, then the
+/// one with more attempts. Replicas may lag behind the owner.
+fn freshest(copies: impl Iterator<Item = (String, TaskRecord)>) -> Option<TaskRecord> {
+    copies
+        .max_by_key(|(node, record)| {
+            (
+                *node == record.owner,
+                record.state.is_terminal(),
+                record.attempts.len(),
+            )
+        })
+        .map(|(_, record)| record)
+}
+
 impl TaskRouter {
     /// Whether this node knows who is alive: placement and replication
     /// need that, except in a cluster of one.
@@ -246,8 +261,20 @@ impl TaskRouter {
             .call(node, PeerRequest::Get { id: id.to_owned() })
             .await
         {
-            Ok(PeerReply::Task { record }) => record.map(|r| *r),
-            _ => None,
+            Ok(PeerReply::Task { record }) => {
+                if record.is_none() {
+                    tracing::info!(peer = %node, task = %id, "peer has no copy");
+                }
+                record.map(|r| *r)
+            }
+            Ok(other) => {
+                tracing::warn!(peer = %node, task = %id, ?other, "unexpected answer to a lookup");
+                None
+            }
+            Err(e) => {
+                tracing::info!(peer = %node, task = %id, "no copy from peer: {e}");
+                None
+            }
         }
     }
 
@@ -257,7 +284,9 @@ impl TaskRouter {
         let live = self.live();
         let others: Vec<&String> = live.iter().filter(|n| **n != *self.node_id).collect();
         match self.local(id).await? {
-            Some(record) if record.owner == *self.node_id || !live.contains(&record.owner) => {
+            Some(record) if record.owner == *self.node_id => Ok(Some(record)),
+            Some(record) if !live.contains(&record.owner) => {
+                tracing::info!(task = %id, owner = %record.owner, ?live, "owner not live; answering from the replica");
                 Ok(Some(record))
             }
             Some(record) => Ok(Some(
@@ -266,8 +295,13 @@ impl TaskRouter {
                     .unwrap_or(record),
             )),
             None => {
-                let answers = join_all(others.iter().map(|n| self.peer_copy(n, id))).await;
-                Ok(answers.into_iter().flatten().next())
+                let answers = join_all(others.iter().map(|n| async move {
+                    self.peer_copy(n, id)
+                        .await
+                        .map(|record| ((*n).clone(), record))
+                }))
+                .await;
+                Ok(freshest(answers.into_iter().flatten()))
             }
         }
     }
@@ -335,5 +369,67 @@ impl TaskRouter {
         }
         store.flush().map_err(failed)?;
         Ok(PeerReply::Stored)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use troupe_protocol::{Attempt, TaskState};
+
+    fn copy(state: TaskState, attempts: usize) -> TaskRecord {
+        TaskRecord {
+            id: "t".into(),
+            key: "t".into(),
+            kind: "echo".into(),
+            input: serde_json::Value::Null,
+            priority: Default::default(),
+            state,
+            owner: "n3".into(),
+            submitted_at_ms: 0,
+            timeout_ms: None,
+            max_retries: 0,
+            backoff: Default::default(),
+            attempts: (0..attempts)
+                .map(|i| Attempt {
+                    number: i as u32 + 1,
+                    node: "n3".into(),
+                    started_at_ms: 0,
+                    finished_at_ms: None,
+                    outcome: None,
+                })
+                .collect(),
+            result: None,
+            error: None,
+            finished_at_ms: None,
+            depends_on: Vec::new(),
+            not_before_ms: None,
+        }
+    }
+
+    #[test]
+    fn the_owners_copy_wins_over_lagging_replicas() {
+        let copies = vec![
+            ("n2".to_owned(), copy(TaskState::Running, 1)),
+            ("n3".to_owned(), copy(TaskState::Succeeded, 1)),
+            ("n1".to_owned(), copy(TaskState::Pending, 0)),
+        ];
+        assert_eq!(
+            freshest(copies.into_iter()).map(|r| r.state),
+            Some(TaskState::Succeeded)
+        );
+    }
+
+    #[test]
+    fn without_the_owner_the_most_advanced_replica_wins() {
+        let copies = vec![
+            ("n1".to_owned(), copy(TaskState::Pending, 0)),
+            ("n2".to_owned(), copy(TaskState::Running, 1)),
+        ];
+        assert_eq!(
+            freshest(copies.into_iter()).map(|r| r.state),
+            Some(TaskState::Running)
+        );
+        assert_eq!(freshest(std::iter::empty()), None);
     }
 }

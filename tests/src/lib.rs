@@ -1,6 +1,7 @@
 //! Harness for black-box tests: real `troupe` processes, driven over HTTP.
 //!
-//! A [`Cluster`] writes a `cluster.toml` with free loopback ports into a
+//! A [`Cluster`] writes a `cluster.toml` with free loopback ports (from a
+//! range the kernel does not hand out for outgoing connections) into a
 //! temporary folder, starts and stops node processes (SIGKILL, SIGTERM),
 //! and kills whatever is left when dropped, so tests clean up after
 //! themselves and can run in parallel.
@@ -10,6 +11,7 @@ use std::fmt::Write as _;
 use std::net::{TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -37,14 +39,29 @@ pub fn binary() -> PathBuf {
     path
 }
 
-fn free_tcp_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral TCP port");
-    listener.local_addr().expect("local addr").port()
-}
-
-fn free_udp_port() -> u16 {
-    let socket = UdpSocket::bind("127.0.0.1:0").expect("bind an ephemeral UDP port");
-    socket.local_addr().expect("local addr").port()
+/// Ports for test nodes come from 20000-31999, below the kernel's ephemeral
+/// range (32768+): a port taken from the ephemeral range and released can
+/// be handed to some process's outgoing connection before the node binds
+/// it. Each test process gets its own slice of 400 (by pid), and a port is
+/// used only if both TCP and UDP can bind it now.
+fn free_port() -> u16 {
+    const FIRST: u32 = 20_000;
+    const SLICE: u32 = 400;
+    const SLICES: u32 = 30;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let base = FIRST + (std::process::id() % SLICES) * SLICE;
+    for _ in 0..SLICE {
+        let offset = NEXT.fetch_add(1, Ordering::Relaxed) % SLICE;
+        let Ok(port) = u16::try_from(base + offset) else {
+            continue;
+        };
+        let tcp = TcpListener::bind(("127.0.0.1", port));
+        let udp = UdpSocket::bind(("127.0.0.1", port));
+        if tcp.is_ok() && udp.is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in 127.0.0.1:{base}..{}", base + SLICE);
 }
 
 /// Polls `condition` until it holds or `timeout` passes, then panics with `what`.
@@ -106,13 +123,13 @@ impl Cluster {
         let mut ports = HashMap::new();
         for i in 1..=nodes {
             let id = format!("n{i}");
-            let http = free_tcp_port();
+            let http = free_port();
             let _ = write!(
                 toml,
                 "\n[[nodes]]\nid = \"{id}\"\nhttp = \"127.0.0.1:{http}\"\ncluster = \"127.0.0.1:{}\"\n\
                  gossip = \"127.0.0.1:{}\"\ndata_dir = \"data/{id}\"\n",
-                free_tcp_port(),
-                free_udp_port()
+                free_port(),
+                free_port()
             );
             ports.insert(id, NodePorts { http });
         }

@@ -69,9 +69,19 @@ fn tasks_spread_over_the_cluster_and_are_readable_from_any_node() {
     // Any node answers for any task.
     for (n, (id, owner)) in accepted.iter().enumerate().step_by(37) {
         let on = IDS[n % 3];
-        wait_until(Duration::from_secs(10), "task to succeed", || {
-            state_of(&cluster, on, id).as_deref() == Some("succeeded")
-        });
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while state_of(&cluster, on, id).as_deref() != Some("succeeded") {
+            let views: Vec<String> = IDS
+                .iter()
+                .map(|n| format!("{n}: {}", cluster.get(n, &format!("/v1/tasks/{id}")).text))
+                .collect();
+            assert!(
+                Instant::now() < deadline,
+                "task {id} (owner {owner}) not succeeded via {on}:\n{}",
+                views.join("\n")
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let record = cluster.get(on, &format!("/v1/tasks/{id}")).body;
         assert_eq!(&record["owner"], owner);
         assert_eq!(
