@@ -44,6 +44,24 @@ type StartFn =
     dyn Fn(ActorPath, ActorCell) -> BoxFuture<'static, Result<ActorCell, SpawnErr>> + Send + Sync;
 type InjectFn = dyn Fn(&ActorCell, String) -> bool + Send + Sync;
 
+/// A start function that spawns a new incarnation from `make` each time,
+/// linked to the supervisor and registered under its tree path.
+fn spawn_fresh<A, F>(make: F) -> Arc<StartFn>
+where
+    A: Actor,
+    F: Fn() -> (A, A::Arguments) + Send + Sync + 'static,
+{
+    Arc::new(move |place: ActorPath, supervisor: ActorCell| {
+        let (actor, arguments) = make();
+        let fut: BoxFuture<'static, Result<ActorCell, SpawnErr>> = Box::pin(async move {
+            let name = Some(place.registered_name());
+            let (actor_ref, _) = Actor::spawn_linked(name, actor, arguments, supervisor).await?;
+            Ok(actor_ref.get_cell())
+        });
+        fut
+    })
+}
+
 /// Everything a supervisor needs to (re)start one child.
 #[derive(Clone)]
 pub struct ChildSpec {
@@ -71,17 +89,7 @@ impl ChildSpec {
         A::Msg: FaultInjection,
         F: Fn() -> A::Arguments + Send + Sync + 'static,
     {
-        let start = move |place: ActorPath, supervisor: ActorCell| {
-            let actor = actor.clone();
-            let arguments = args();
-            let fut: BoxFuture<'static, Result<ActorCell, SpawnErr>> = Box::pin(async move {
-                let name = Some(place.registered_name());
-                let (actor_ref, _) =
-                    Actor::spawn_linked(name, actor, arguments, supervisor).await?;
-                Ok(actor_ref.get_cell())
-            });
-            fut
-        };
+        let start = spawn_fresh(move || (actor.clone(), args()));
         let inject = |cell: &ActorCell, reason: String| {
             cell.send_message::<A::Msg>(A::Msg::injected_fault(reason))
                 .is_ok()
@@ -89,7 +97,7 @@ impl ChildSpec {
         Self {
             name: name.into(),
             kind: ChildKind::Worker,
-            start: Arc::new(start),
+            start,
             inject: Arc::new(inject),
         }
     }
@@ -102,17 +110,7 @@ impl ChildSpec {
         A: Actor,
         F: Fn() -> (A, A::Arguments) + Send + Sync + 'static,
     {
-        let make = Arc::new(make);
-        let start = move |place: ActorPath, supervisor: ActorCell| {
-            let (actor, arguments) = make();
-            let fut: BoxFuture<'static, Result<ActorCell, SpawnErr>> = Box::pin(async move {
-                let name = Some(place.registered_name());
-                let (actor_ref, _) =
-                    Actor::spawn_linked(name, actor, arguments, supervisor).await?;
-                Ok(actor_ref.get_cell())
-            });
-            fut
-        };
+        let start = spawn_fresh(make);
         let inject = |cell: &ActorCell, reason: String| {
             cell.stop(Some(format!("injected fault: {reason}")));
             true
@@ -120,7 +118,7 @@ impl ChildSpec {
         Self {
             name: name.into(),
             kind: ChildKind::Worker,
-            start: Arc::new(start),
+            start,
             inject: Arc::new(inject),
         }
     }
