@@ -377,25 +377,7 @@ impl Scheduler {
         let mut accepted = Vec::with_capacity(tasks.len());
         let mut created = Vec::new();
         for PlacedTask { id, task } in tasks {
-            let record = TaskRecord {
-                key: task.key.unwrap_or_else(|| id.clone()),
-                id,
-                kind: task.kind,
-                input: task.input,
-                priority: task.priority,
-                state: TaskState::Pending,
-                owner: self.node_id.to_string(),
-                submitted_at_ms: now_ms(),
-                timeout_ms: task.timeout_ms,
-                max_retries: task.max_retries,
-                backoff: task.backoff,
-                attempts: Vec::new(),
-                result: None,
-                error: None,
-                finished_at_ms: None,
-                depends_on: task.depends_on,
-                not_before_ms: task.not_before_ms,
-            };
+            let record = TaskRecord::from_submission(id, task, self.node_id.to_string(), now_ms());
             match state.tasks.insert_new(&record)? {
                 Inserted::Existing(existing) => accepted.push(TaskAccepted {
                     id: existing.id,

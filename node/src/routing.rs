@@ -19,7 +19,7 @@ use tokio::sync::watch;
 use troupe_actors::directory::ActorDirectory;
 use troupe_actors::placement::rendezvous_order;
 use troupe_actors::scheduler::{in_batch, validate, ReplicateFn, SchedulerError, SchedulerMsg};
-use troupe_actors::store::Storage;
+use troupe_actors::store::{StoreError, TaskStore};
 use troupe_actors::tree::SCHEDULER;
 use troupe_protocol::wire::{PeerReply, PeerRequest, PlacedTask};
 use troupe_protocol::{SubmitTask, TaskAccepted, TaskRecord};
@@ -46,8 +46,8 @@ pub struct TaskRouter {
     pub peers: Arc<Peers>,
     /// Live node ids, from membership.
     pub live: watch::Receiver<Vec<String>>,
-    /// Where replica records are written.
-    pub storage: Arc<dyn Storage>,
+    /// Where replica records are written (opened once, at start-up).
+    pub store: Arc<dyn TaskStore>,
 }
 
 fn table_error(err: SchedulerError) -> ApiError {
@@ -352,11 +352,8 @@ impl TaskRouter {
     }
 
     fn store_replicas(&self, records: Vec<TaskRecord>) -> Result<PeerReply, ApiError> {
-        let store = self
-            .storage
-            .tasks()
-            .map_err(|e| ApiError::unavailable(e.to_string()))?;
-        let failed = |e: troupe_actors::store::StoreError| ApiError::unavailable(e.to_string());
+        let store = &self.store;
+        let failed = |e: StoreError| ApiError::unavailable(e.to_string());
         for record in records {
             // Updates may arrive out of order: never step back from an end.
             let stale = store
@@ -378,33 +375,22 @@ mod tests {
     use troupe_protocol::{Attempt, TaskState};
 
     fn copy(state: TaskState, attempts: usize) -> TaskRecord {
-        TaskRecord {
-            id: "t".into(),
-            key: "t".into(),
+        let task = SubmitTask {
             kind: "echo".into(),
-            input: serde_json::Value::Null,
-            priority: Default::default(),
-            state,
-            owner: "n3".into(),
-            submitted_at_ms: 0,
-            timeout_ms: None,
-            max_retries: 0,
-            backoff: Default::default(),
-            attempts: (0..attempts)
-                .map(|i| Attempt {
-                    number: i as u32 + 1,
-                    node: "n3".into(),
-                    started_at_ms: 0,
-                    finished_at_ms: None,
-                    outcome: None,
-                })
-                .collect(),
-            result: None,
-            error: None,
-            finished_at_ms: None,
-            depends_on: Vec::new(),
-            not_before_ms: None,
-        }
+            ..SubmitTask::default()
+        };
+        let mut record = TaskRecord::from_submission("t".into(), task, "n3".into(), 0);
+        record.state = state;
+        record.attempts = (0..attempts)
+            .map(|i| Attempt {
+                number: i as u32 + 1,
+                node: "n3".into(),
+                started_at_ms: 0,
+                finished_at_ms: None,
+                outcome: None,
+            })
+            .collect();
+        record
     }
 
     #[test]

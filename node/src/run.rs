@@ -118,7 +118,7 @@ pub async fn run(
         directory: tree::directory(&scope),
         peers: Arc::clone(&peers),
         live: live_rx.clone(),
-        storage: Arc::clone(&storage_handle),
+        store: storage_handle.tasks()?,
     });
     let peer_listener = tokio::net::TcpListener::bind(entry.cluster)
         .await

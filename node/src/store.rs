@@ -217,28 +217,17 @@ impl TaskStore for SledTasks {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use troupe_protocol::{Priority, TaskState};
+    use troupe_protocol::{Priority, SubmitTask, TaskState};
 
     fn record(id: &str, key: &str) -> TaskRecord {
-        TaskRecord {
-            id: id.into(),
-            key: key.into(),
+        let task = SubmitTask {
             kind: "echo".into(),
             input: serde_json::json!({"x": 1}),
             priority: Priority::High,
-            state: TaskState::Pending,
-            owner: "n1".into(),
-            submitted_at_ms: 7,
-            timeout_ms: None,
-            max_retries: 0,
-            backoff: Default::default(),
-            attempts: Vec::new(),
-            result: None,
-            error: None,
-            finished_at_ms: None,
-            depends_on: Vec::new(),
-            not_before_ms: None,
-        }
+            key: Some(key.into()),
+            ..SubmitTask::default()
+        };
+        TaskRecord::from_submission(id.into(), task, "n1".into(), 7)
     }
 
     #[test]

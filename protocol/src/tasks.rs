@@ -20,8 +20,9 @@ pub enum Priority {
     Critical,
 }
 
-/// Body of `POST /v1/tasks`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// Body of `POST /v1/tasks`. (`Default` is for building one in code; over
+/// the wire `kind` is still required.)
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SubmitTask {
     /// The plugin that runs the task (`sleep`, `echo`, …).
@@ -188,6 +189,37 @@ pub struct TaskRecord {
     /// Earliest start, ms since the Unix epoch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub not_before_ms: Option<u64>,
+}
+
+impl TaskRecord {
+    /// A task as first recorded: `pending`, no attempts yet. A submission
+    /// without an idempotency key is keyed by its id.
+    pub fn from_submission(
+        id: String,
+        task: SubmitTask,
+        owner: String,
+        submitted_at_ms: u64,
+    ) -> Self {
+        Self {
+            key: task.key.unwrap_or_else(|| id.clone()),
+            id,
+            kind: task.kind,
+            input: task.input,
+            priority: task.priority,
+            state: TaskState::Pending,
+            owner,
+            submitted_at_ms,
+            timeout_ms: task.timeout_ms,
+            max_retries: task.max_retries,
+            backoff: task.backoff,
+            attempts: Vec::new(),
+            result: None,
+            error: None,
+            finished_at_ms: None,
+            depends_on: task.depends_on,
+            not_before_ms: task.not_before_ms,
+        }
+    }
 }
 
 /// A page of `GET /v1/tasks`.
