@@ -35,6 +35,44 @@ pub enum Command {
     Cluster(ClusterCommand),
     /// Show a node's health, readiness and supervision tree.
     Status(StatusArgs),
+    /// Measure a fresh local cluster.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+/// `troupe bench …`.
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Task throughput and submit-to-finish latency: starts a local cluster
+    /// in a scratch folder, submits no-op tasks in batches over HTTP, waits
+    /// for all to finish, prints the figures and stops the cluster.
+    Tasks(BenchTasksArgs),
+}
+
+/// `troupe bench tasks`.
+#[derive(Debug, Args)]
+pub struct BenchTasksArgs {
+    /// Nodes to start.
+    #[arg(long, default_value_t = 3)]
+    pub nodes: usize,
+    /// Replication factor.
+    #[arg(long, default_value_t = 2)]
+    pub replication: usize,
+    /// Workers per node.
+    #[arg(long, default_value_t = 4)]
+    pub workers: usize,
+    /// Tasks to submit.
+    #[arg(long, default_value_t = 100_000)]
+    pub tasks: usize,
+    /// Tasks per HTTP request.
+    #[arg(long, default_value_t = 1_000)]
+    pub batch: usize,
+    /// Concurrent client threads.
+    #[arg(long, default_value_t = 4)]
+    pub clients: usize,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "table")]
+    pub output: Output,
 }
 
 /// `troupe node`.
@@ -57,6 +95,20 @@ pub enum ClusterCommand {
     /// Start every node of the config as a local process and stay in the
     /// foreground; Ctrl-C stops them all gracefully.
     Up(ClusterUpArgs),
+    /// Stop every node of the config running on this machine (SIGTERM,
+    /// then SIGKILL after the timeout).
+    Down(ClusterDownArgs),
+}
+
+/// `troupe cluster down`.
+#[derive(Debug, Args)]
+pub struct ClusterDownArgs {
+    /// The cluster config file.
+    #[arg(long, default_value = "cluster.toml")]
+    pub config: PathBuf,
+    /// Seconds to wait for a graceful stop before SIGKILL.
+    #[arg(long, default_value_t = 20)]
+    pub timeout: u64,
 }
 
 /// `troupe cluster up`.

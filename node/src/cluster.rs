@@ -1,26 +1,22 @@
-//! `troupe cluster up`: every node of a config as a local child process.
+//! `troupe cluster up` / `troupe cluster down`: every node of a config as
+//! a local process.
 //!
-//! Stays in the foreground like `docker compose up`: prints where each node
-//! listens and where it logs, reports nodes that exit, and on Ctrl-C or
-//! SIGTERM stops them all gracefully (SIGTERM, then SIGKILL after the grace
-//! period).
+//! `up` stays in the foreground like `docker compose up`: prints where each
+//! node listens and where it logs, reports nodes that exit, and on Ctrl-C or
+//! SIGTERM stops them all gracefully. `down` stops the nodes of a config
+//! from another terminal (or after `up` was itself killed): it finds them by
+//! the pid files they keep in their data dirs.
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::Context;
-use tokio::process::{Child, Command};
 
-use crate::cli::ClusterUpArgs;
+use crate::cli::{ClusterDownArgs, ClusterUpArgs};
 use crate::config::ClusterConfig;
+use crate::local::{self, Launch, PID_FILE};
 use crate::run::SHUTDOWN_GRACE;
 use crate::signals::shutdown_requested;
 use crate::telemetry::LogFormat;
-
-struct Running {
-    id: String,
-    child: Child,
-}
 
 /// Starts the nodes and supervises them until a signal.
 pub async fn up(
@@ -28,96 +24,108 @@ pub async fn up(
     config: &ClusterConfig,
     log_format: LogFormat,
 ) -> anyhow::Result<()> {
-    let exe = std::env::current_exe().context("cannot find the troupe binary")?;
-    let format = match log_format {
-        LogFormat::Text => "text",
-        LogFormat::Json => "json",
-    };
+    let mut launch = Launch::this_binary(&args.config, log_format)?;
+    launch.fault_injection = args.fault_injection;
     let mut nodes = Vec::new();
     for entry in &config.nodes {
-        let dir = config.data_dir(entry);
-        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        let log_path = dir.join("node.log");
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log_path)
-            .with_context(|| format!("opening {}", log_path.display()))?;
-        let mut command = Command::new(&exe);
-        command
-            .arg("--log-format")
-            .arg(format)
-            .arg("node")
-            .arg("--config")
-            .arg(&args.config)
-            .arg("--id")
-            .arg(&entry.id)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .kill_on_drop(true);
-        if args.fault_injection {
-            command.arg("--fault-injection");
-        }
-        let child = command
-            .spawn()
-            .with_context(|| format!("starting node {}", entry.id))?;
+        let node = launch.start(config, entry)?;
         println!(
             "{:<6} http://{:<21} pid {:<7} log {}",
-            entry.id,
-            entry.http,
-            child.id().unwrap_or_default(),
-            log_path.display()
+            node.id,
+            node.http,
+            node.pid(),
+            node.log.display()
         );
-        nodes.push(Running {
-            id: entry.id.clone(),
-            child,
-        });
+        nodes.push(node);
     }
     println!(
-        "cluster {:?}: {} nodes started; Ctrl-C stops them",
+        "cluster {:?}: {} nodes started; Ctrl-C or `troupe cluster down` stops them",
         config.cluster.name,
         nodes.len()
     );
 
     let signal = shutdown_requested();
     tokio::pin!(signal);
+    let mut poll = tokio::time::interval(Duration::from_millis(200));
     loop {
-        let exited = async {
-            loop {
-                for node in nodes.iter_mut() {
-                    if let Ok(Some(status)) = node.child.try_wait() {
-                        return (node.id.clone(), status);
-                    }
-                }
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        };
         tokio::select! {
             () = &mut signal => break,
-            (id, status) = exited => {
-                println!("node {id} exited: {status}");
-                nodes.retain(|n| n.id != id);
+            _ = poll.tick() => {
+                for node in &mut nodes {
+                    if let Some(status) = node.exited() {
+                        println!("node {} exited: {status}", node.id);
+                    }
+                }
+                nodes.retain_mut(|n| n.exited().is_none());
                 if nodes.is_empty() {
-                    anyhow::bail!("every node has exited");
+                    println!("every node has stopped");
+                    return Ok(());
                 }
             }
         }
     }
     println!("stopping {} nodes", nodes.len());
-    for node in &nodes {
-        if let Some(pid) = node.child.id().and_then(|p| i32::try_from(p).ok()) {
-            // SAFETY: sending a signal to a child process we started.
-            unsafe { libc::kill(pid, libc::SIGTERM) };
+    tokio::task::spawn_blocking(move || {
+        for node in &nodes {
+            node.signal(libc::SIGTERM);
         }
-    }
-    for node in &mut nodes {
-        match tokio::time::timeout(SHUTDOWN_GRACE, node.child.wait()).await {
-            Ok(Ok(status)) => println!("node {} stopped: {status}", node.id),
-            _ => {
-                println!("node {} did not stop in time; killing it", node.id);
-                let _ = node.child.kill().await;
+        for node in &mut nodes {
+            match node.stop(SHUTDOWN_GRACE) {
+                (Some(status), false) => println!("node {} stopped: {status}", node.id),
+                _ => println!("node {} did not stop in time; killed it", node.id),
             }
+        }
+    })
+    .await
+    .context("stopping the nodes")
+}
+
+/// Whether `pid` is a running `troupe node` process for node `id`.
+fn is_node(pid: u32, id: &str) -> bool {
+    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+        return false;
+    };
+    let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+    args.iter().any(|a| *a == b"node")
+        && args
+            .windows(2)
+            .any(|w| w[0] == b"--id" && w[1] == id.as_bytes())
+}
+
+/// Stops every node of the config that runs on this machine: SIGTERM, and
+/// SIGKILL for any still running after `--timeout`.
+pub fn down(args: &ClusterDownArgs, config: &ClusterConfig) -> anyhow::Result<()> {
+    let mut running = Vec::new();
+    for entry in &config.nodes {
+        let path = config.data_dir(entry).join(PID_FILE);
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            println!("{:<6} not running", entry.id);
+            continue;
+        };
+        let pid: u32 = text
+            .trim()
+            .parse()
+            .with_context(|| format!("{}: not a process id", path.display()))?;
+        if !is_node(pid, &entry.id) {
+            println!("{:<6} not running (stale {})", entry.id, path.display());
+            continue;
+        }
+        local::send(pid, libc::SIGTERM);
+        running.push((entry.id.clone(), pid));
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(args.timeout);
+    for (id, pid) in running {
+        while is_node(pid, &id) && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        if is_node(pid, &id) {
+            local::send(pid, libc::SIGKILL);
+            println!(
+                "{id:<6} did not stop within {} s; killed (pid {pid})",
+                args.timeout
+            );
+        } else {
+            println!("{id:<6} stopped (pid {pid})");
         }
     }
     Ok(())

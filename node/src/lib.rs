@@ -3,11 +3,13 @@
 //! `main.rs` only parses arguments and calls into here; [`run::run`] is the
 //! whole life of one node and can be called from tests too.
 
+pub mod bench;
 pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod gossip;
 pub mod http;
+pub mod local;
 pub mod routing;
 pub mod run;
 pub mod signals;

@@ -6,10 +6,10 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser;
-use troupe_node::cli::{Cli, ClusterCommand, Command};
+use troupe_node::cli::{BenchCommand, Cli, ClusterCommand, Command};
 use troupe_node::config::ClusterConfig;
 use troupe_node::run::{run, NodeOptions};
-use troupe_node::{cluster, signals, status, telemetry};
+use troupe_node::{bench, cluster, signals, status, telemetry};
 
 fn load(path: &std::path::Path) -> Result<ClusterConfig, ExitCode> {
     ClusterConfig::load(path).map_err(|e| {
@@ -62,6 +62,25 @@ async fn main() -> ExitCode {
             match cluster::up(&args, &config, cli.log_format).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => failed(e),
+            }
+        }
+        Command::Bench(BenchCommand::Tasks(args)) => {
+            let format = cli.log_format;
+            match tokio::task::spawn_blocking(move || bench::tasks(&args, format)).await {
+                Ok(Ok(_)) => ExitCode::SUCCESS,
+                Ok(Err(e)) => failed(e),
+                Err(e) => failed(e.into()),
+            }
+        }
+        Command::Cluster(ClusterCommand::Down(args)) => {
+            let config = match load(&args.config) {
+                Ok(config) => config,
+                Err(code) => return code,
+            };
+            match tokio::task::spawn_blocking(move || cluster::down(&args, &config)).await {
+                Ok(Ok(())) => ExitCode::SUCCESS,
+                Ok(Err(e)) => failed(e),
+                Err(e) => failed(e.into()),
             }
         }
         Command::Status(args) => {

@@ -77,6 +77,26 @@ pub struct NodeOptions {
     pub fault_injection: bool,
 }
 
+/// `troupe.pid` in the data dir while the node runs, for `troupe cluster
+/// down`; removed when the node exits (a killed node leaves it behind, and
+/// `cluster down` checks that the pid is still a troupe node).
+struct PidFile(std::path::PathBuf);
+
+impl PidFile {
+    fn write(dir: &std::path::Path) -> anyhow::Result<Self> {
+        let path = dir.join(crate::local::PID_FILE);
+        std::fs::write(&path, std::process::id().to_string())
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        Ok(Self(path))
+    }
+}
+
+impl Drop for PidFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 /// Runs the node until `shutdown` resolves (Ok) or the supervision tree
 /// gives up (Err).
 pub async fn run(
@@ -93,6 +113,8 @@ pub async fn run(
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
     let storage = SledStorage::open(&data_dir)?;
+    // The store is ours alone now (sled locks it), so is the pid file.
+    let _pid_file = PidFile::write(&data_dir)?;
 
     let generation = SystemTime::now()
         .duration_since(UNIX_EPOCH)

@@ -62,3 +62,32 @@ fn cluster_up_starts_every_node_and_stops_them_on_sigterm() {
         );
     }
 }
+
+fn cluster_down(cluster: &Cluster) -> std::process::Output {
+    Command::new(binary())
+        .args(["cluster", "down", "--config"])
+        .arg(cluster.config_path())
+        .output()
+        .expect("run troupe cluster down")
+}
+
+#[test]
+fn cluster_down_stops_the_nodes_from_another_terminal() {
+    let mut cluster = Cluster::new(2, "");
+    cluster.start("n1", &[]);
+    cluster.start("n2", &[]);
+    let down = cluster_down(&cluster);
+    let printed = String::from_utf8_lossy(&down.stdout);
+    assert_eq!(down.status.code(), Some(0), "{printed}");
+    for id in ["n1", "n2"] {
+        assert!(printed.contains(&format!("{id}     stopped")), "{printed}");
+        let (status, _) = cluster.wait_exit(id, Duration::from_secs(20));
+        assert_eq!(status.code(), Some(0), "{id} stopped gracefully");
+    }
+
+    // Nothing left to stop: a second `down` says so and still succeeds.
+    let again = cluster_down(&cluster);
+    let printed = String::from_utf8_lossy(&again.stdout);
+    assert_eq!(again.status.code(), Some(0), "{printed}");
+    assert!(printed.contains("n1     not running"), "{printed}");
+}

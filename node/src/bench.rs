@@ -1,0 +1,333 @@
+//! `troupe bench tasks`: task throughput and latency of a fresh local cluster.
+//!
+//! Starts N nodes of this binary on free loopback ports in a scratch
+//! folder, submits no-op (`echo`) tasks in batches over HTTP from several
+//! client threads, round-robin over the nodes, and waits until every task
+//! has succeeded. Then it reads every task back (`GET /v1/tasks` pages) and
+//! measures submit-to-finish latency from the moment the client sent the
+//! task's batch to the task's `finished_at_ms`. Prints one report and stops
+//! the cluster.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::net::{TcpListener, UdpSocket};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use serde::Serialize;
+use troupe_protocol::{TaskAccepted, TaskPage};
+
+use crate::cli::{BenchTasksArgs, Output};
+use crate::config::ClusterConfig;
+use crate::local::{await_ready, get, Launch, LocalNode};
+use crate::telemetry::LogFormat;
+
+/// How long the cluster may take to finish the tasks after the last submission.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// The figures of one run.
+#[derive(Debug, Serialize)]
+pub struct TaskBenchReport {
+    /// Nodes in the cluster.
+    pub nodes: usize,
+    /// Replication factor.
+    pub replication: usize,
+    /// Workers per node.
+    pub workers: usize,
+    /// Tasks submitted (and succeeded).
+    pub tasks: usize,
+    /// Tasks per HTTP request.
+    pub batch: usize,
+    /// Concurrent client threads.
+    pub clients: usize,
+    /// Seconds from the first submission to the last acknowledgement.
+    pub submit_secs: f64,
+    /// Seconds from the first submission to the last task finished.
+    pub total_secs: f64,
+    /// Acknowledged tasks per second.
+    pub submitted_per_sec: f64,
+    /// Finished tasks per second, over the whole run.
+    pub tasks_per_sec: f64,
+    /// Submit-to-finish latency percentiles, ms.
+    pub latency_p50_ms: u64,
+    /// 99th percentile.
+    pub latency_p99_ms: u64,
+    /// Slowest task.
+    pub latency_max_ms: u64,
+    /// Highest peak RSS of any node, bytes.
+    pub peak_rss_bytes: u64,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Loopback ports free for both TCP and UDP right now.
+fn free_ports(count: usize) -> anyhow::Result<Vec<u16>> {
+    let mut held = Vec::new();
+    let mut ports = Vec::new();
+    while ports.len() < count {
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        let port = listener.local_addr()?.port();
+        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            ports.push(port);
+        }
+        held.push(listener);
+    }
+    Ok(ports)
+}
+
+/// A scratch folder removed when dropped.
+struct Scratch(PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn write_config(dir: &std::path::Path, args: &BenchTasksArgs) -> anyhow::Result<PathBuf> {
+    let ports = free_ports(args.nodes * 3)?;
+    let mut text = format!(
+        "[cluster]\nname = \"bench-{}\"\nreplication = {}\nsecret = \"bench\"\n\n[workers]\ncount = {}\n",
+        std::process::id(),
+        args.replication,
+        args.workers
+    );
+    for (i, ports) in ports.chunks(3).enumerate() {
+        let _ = write!(
+            text,
+            "\n[[nodes]]\nid = \"n{n}\"\nhttp = \"127.0.0.1:{}\"\ncluster = \"127.0.0.1:{}\"\ngossip = \"127.0.0.1:{}\"\ndata_dir = \"n{n}\"\n",
+            ports[0],
+            ports[1],
+            ports[2],
+            n = i + 1
+        );
+    }
+    let path = dir.join("cluster.toml");
+    std::fs::write(&path, text)?;
+    Ok(path)
+}
+
+/// Sum over nodes of `troupe_tasks_total{event=…}` for the terminal events.
+fn finished_tasks(nodes: &[LocalNode]) -> u64 {
+    nodes
+        .iter()
+        .filter_map(|node| get(&node.http, "/metrics").ok())
+        .map(|(_, text)| {
+            text.lines()
+                .filter(|l| {
+                    ["succeeded", "failed", "cancelled", "timed_out"]
+                        .iter()
+                        .any(|e| l.starts_with(&format!("troupe_tasks_total{{event=\"{e}\"}}")))
+                })
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum::<f64>() as u64
+        })
+        .sum()
+}
+
+fn batch_body(start: usize, len: usize) -> String {
+    let mut body = String::with_capacity(len * 32);
+    body.push('[');
+    for i in start..start + len {
+        if i > start {
+            body.push(',');
+        }
+        let _ = write!(body, r#"{{"kind":"echo","input":{i}}}"#);
+    }
+    body.push(']');
+    body
+}
+
+/// Submits every batch; returns the send time (ms) of each task id.
+fn submit_all(nodes: &[LocalNode], args: &BenchTasksArgs) -> anyhow::Result<HashMap<String, u64>> {
+    let batches = args.tasks.div_ceil(args.batch);
+    let next = AtomicUsize::new(0);
+    let sent: Mutex<HashMap<String, u64>> = Mutex::new(HashMap::with_capacity(args.tasks));
+    let agent = ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(60))
+        .build();
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..args.clients)
+            .map(|_| {
+                scope.spawn(|| -> anyhow::Result<()> {
+                    loop {
+                        let batch = next.fetch_add(1, Ordering::Relaxed);
+                        if batch >= batches {
+                            return Ok(());
+                        }
+                        let start = batch * args.batch;
+                        let len = args.batch.min(args.tasks - start);
+                        let node = &nodes[batch % nodes.len()];
+                        let at = now_ms();
+                        let accepted: Vec<TaskAccepted> = agent
+                            .post(&format!("http://{}/v1/tasks", node.http))
+                            .set("content-type", "application/json")
+                            .send_string(&batch_body(start, len))
+                            .with_context(|| format!("submitting batch {batch} to {}", node.id))?
+                            .into_json()?;
+                        anyhow::ensure!(accepted.len() == len, "batch {batch}: short reply");
+                        let mut sent = sent.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
+                        sent.extend(accepted.into_iter().map(|a| (a.id, at)));
+                    }
+                })
+            })
+            .collect();
+        workers.into_iter().try_for_each(|w| {
+            w.join()
+                .map_err(|_| anyhow::anyhow!("a client thread panicked"))?
+        })
+    })?;
+    sent.into_inner()
+        .map_err(|_| anyhow::anyhow!("a client thread panicked"))
+}
+
+/// Every task's finish time, read back page by page from its owner.
+fn finish_times(nodes: &[LocalNode]) -> anyhow::Result<HashMap<String, u64>> {
+    let mut finished = HashMap::new();
+    for node in nodes {
+        let mut cursor = String::new();
+        loop {
+            let (status, body) = get(
+                &node.http,
+                &format!("/v1/tasks?state=succeeded&limit=1000{cursor}"),
+            )
+            .map_err(anyhow::Error::msg)?;
+            anyhow::ensure!(
+                status == 200,
+                "listing tasks on {}: {status} {body}",
+                node.id
+            );
+            let page: TaskPage = serde_json::from_str(&body)?;
+            for task in page.tasks {
+                if let Some(at) = task.finished_at_ms {
+                    finished.insert(task.id, at);
+                }
+            }
+            match page.next_cursor {
+                Some(next) => cursor = format!("&cursor={next}"),
+                None => break,
+            }
+        }
+    }
+    Ok(finished)
+}
+
+fn percentile(sorted: &[u64], p: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let rank = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
+/// Runs the benchmark and prints its report.
+pub fn tasks(args: &BenchTasksArgs, log_format: LogFormat) -> anyhow::Result<TaskBenchReport> {
+    anyhow::ensure!(args.nodes >= 1, "--nodes must be at least 1");
+    anyhow::ensure!(args.batch >= 1, "--batch must be at least 1");
+    anyhow::ensure!(args.clients >= 1, "--clients must be at least 1");
+    let scratch =
+        Scratch(std::env::temp_dir().join(format!("troupe-bench-{}", std::process::id())));
+    std::fs::create_dir_all(&scratch.0)?;
+    let config_path = write_config(&scratch.0, args)?;
+    let config = ClusterConfig::load(&config_path)?;
+    let launch = Launch::this_binary(&config_path, log_format)?;
+    let mut nodes = config
+        .nodes
+        .iter()
+        .map(|entry| launch.start(&config, entry))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    await_ready(&nodes, Duration::from_secs(30))?;
+    eprintln!(
+        "{} nodes ready; submitting {} tasks in batches of {} from {} clients",
+        nodes.len(),
+        args.tasks,
+        args.batch,
+        args.clients
+    );
+
+    let began = Instant::now();
+    let sent = submit_all(&nodes, args)?;
+    let submit_secs = began.elapsed().as_secs_f64();
+    let deadline = Instant::now() + DRAIN_TIMEOUT;
+    while finished_tasks(&nodes) < args.tasks as u64 {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "tasks did not finish within {DRAIN_TIMEOUT:?} of the last submission"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let total_secs = began.elapsed().as_secs_f64();
+    let peak_rss_bytes = nodes
+        .iter()
+        .filter_map(LocalNode::peak_rss)
+        .max()
+        .unwrap_or(0);
+
+    let finished = finish_times(&nodes)?;
+    let mut latencies: Vec<u64> = sent
+        .iter()
+        .filter_map(|(id, at)| finished.get(id).map(|done| done.saturating_sub(*at)))
+        .collect();
+    anyhow::ensure!(
+        latencies.len() == args.tasks,
+        "{} of {} tasks were read back as succeeded",
+        latencies.len(),
+        args.tasks
+    );
+    latencies.sort_unstable();
+    for node in &mut nodes {
+        node.stop(Duration::from_secs(15));
+    }
+    let report = TaskBenchReport {
+        nodes: args.nodes,
+        replication: args.replication,
+        workers: args.workers,
+        tasks: args.tasks,
+        batch: args.batch,
+        clients: args.clients,
+        submit_secs,
+        total_secs,
+        submitted_per_sec: args.tasks as f64 / submit_secs,
+        tasks_per_sec: args.tasks as f64 / total_secs,
+        latency_p50_ms: percentile(&latencies, 0.50),
+        latency_p99_ms: percentile(&latencies, 0.99),
+        latency_max_ms: latencies.last().copied().unwrap_or(0),
+        peak_rss_bytes,
+    };
+    match args.output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        Output::Table => print!("{}", render(&report)),
+    }
+    Ok(report)
+}
+
+fn render(r: &TaskBenchReport) -> String {
+    format!(
+        "tasks: {} no-op tasks on {} nodes (R={}, {} workers each), batches of {}, {} clients\n\
+         submitted:  {:>9.0} tasks/s  ({:.2} s to acknowledge all)\n\
+         finished:   {:>9.0} tasks/s  ({:.2} s from first submit to last finish)\n\
+         latency:    p50 {} ms  p99 {} ms  max {} ms  (client send → finished_at)\n\
+         peak RSS:   {:.1} MiB (largest node)\n",
+        r.tasks,
+        r.nodes,
+        r.replication,
+        r.workers,
+        r.batch,
+        r.clients,
+        r.submitted_per_sec,
+        r.submit_secs,
+        r.tasks_per_sec,
+        r.total_secs,
+        r.latency_p50_ms,
+        r.latency_p99_ms,
+        r.latency_max_ms,
+        r.peak_rss_bytes as f64 / (1024.0 * 1024.0)
+    )
+}
