@@ -3,9 +3,12 @@
 //! `pending → waiting(deps) → queued → running → succeeded | failed |
 //! cancelled | timed_out`, with `retrying` between attempts. A task runs
 //! only once every task it depends on succeeded; if one fails or times out
-//! it fails, if one is cancelled it is cancelled, and so on down the chain. A submission is durable (flushed) before
-//! it is acknowledged; later transitions are written without waiting for the
-//! disk, so a hard kill may forget the last few — on restart the table
+//! it fails, if one is cancelled it is cancelled, and so on down the chain.
+//! The table writes a submission without flushing and queues it at once;
+//! its caller flushes (one flush for all batches in flight, outside this
+//! actor) and stores the replicas before it acknowledges. Later transitions
+//! are written without waiting for the disk, so a hard kill may forget the
+//! last few — on restart the table
 //! re-queues every unfinished task, and an attempt that was running is
 //! marked `interrupted` and run again: delivery is at-least-once.
 //!
@@ -81,8 +84,9 @@ pub type Submitted = (Vec<TaskAccepted>, Vec<TaskRecord>);
 
 /// Messages the task table handles.
 pub enum SchedulerMsg {
-    /// Validate and durably record tasks, then queue them. All are checked
-    /// before any is written; `batch` prefixes error fields with `[i].`.
+    /// Validate and record tasks, then queue them. All are checked before
+    /// any is written; `batch` prefixes error fields with `[i].`. The
+    /// caller flushes the store before acknowledging.
     Submit {
         /// The tasks, with the ids they were placed under.
         tasks: Vec<PlacedTask>,
@@ -161,8 +165,8 @@ pub struct Scheduler {
     pub cluster: ClusterLink,
 }
 
-/// Sends records to a node's replica store, without waiting.
-pub type ReplicateFn = Arc<dyn Fn(String, Vec<TaskRecord>) + Send + Sync>;
+/// Queues a record for a node's replica store, without waiting.
+pub type ReplicateFn = Arc<dyn Fn(&str, TaskRecord) + Send + Sync>;
 
 /// What the table needs to know of the cluster.
 #[derive(Clone)]
@@ -394,8 +398,6 @@ impl Scheduler {
                 }
             }
         }
-        // One flush makes the whole batch durable before it is acknowledged.
-        state.tasks.flush()?;
         for record in created.clone() {
             count("submitted");
             let id = state.activate(record);
@@ -412,7 +414,7 @@ impl Scheduler {
             .take(self.cluster.replication)
             .filter(|n| *n != &*self.node_id)
         {
-            (self.cluster.replicate)(node.to_owned(), vec![record.clone()]);
+            (self.cluster.replicate)(node, record.clone());
         }
     }
 

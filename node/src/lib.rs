@@ -10,6 +10,7 @@ pub mod config;
 pub mod gossip;
 pub mod http;
 pub mod local;
+pub mod replication;
 pub mod routing;
 pub mod run;
 pub mod signals;

@@ -18,7 +18,7 @@ use ractor::ActorRef;
 use tokio::sync::watch;
 use troupe_actors::directory::ActorDirectory;
 use troupe_actors::placement::rendezvous_order;
-use troupe_actors::scheduler::{in_batch, validate, ReplicateFn, SchedulerError, SchedulerMsg};
+use troupe_actors::scheduler::{in_batch, validate, SchedulerError, SchedulerMsg};
 use troupe_actors::store::{StoreError, TaskStore};
 use troupe_actors::tree::SCHEDULER;
 use troupe_protocol::wire::{PeerReply, PeerRequest, PlacedTask};
@@ -201,7 +201,17 @@ impl TaskRouter {
                 reply,
             })
             .await?;
-        self.store_on_replicas(&created).await?;
+        // Durable here and on the replicas before the acknowledgement.
+        // Concurrent submissions share sled's flush.
+        let store = Arc::clone(&self.store);
+        let flushed = async move {
+            match tokio::task::spawn_blocking(move || store.flush()).await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(ApiError::unavailable(e.to_string())),
+                Err(e) => Err(ApiError::unavailable(format!("flush failed: {e}"))),
+            }
+        };
+        tokio::try_join!(flushed, self.store_on_replicas(&created))?;
         Ok(accepted)
     }
 
@@ -234,21 +244,6 @@ impl TaskRouter {
             }
         });
         join_all(calls).await.into_iter().collect()
-    }
-
-    /// Fire-and-forget replication of state changes, for the task table.
-    pub fn replicate_fn(peers: Arc<Peers>) -> ReplicateFn {
-        Arc::new(move |node: String, records: Vec<TaskRecord>| {
-            let peers = Arc::clone(&peers);
-            tokio::spawn(async move {
-                if let Err(e) = peers
-                    .call(&node, PeerRequest::Store { records }, PEER_TIMEOUT)
-                    .await
-                {
-                    tracing::debug!(peer = %node, "state change not replicated: {e}");
-                }
-            });
-        })
     }
 
     async fn local(&self, id: &str) -> Result<Option<TaskRecord>, ApiError> {
@@ -334,7 +329,8 @@ impl TaskRouter {
                 .own(tasks, false)
                 .await
                 .map(|accepted| PeerReply::Accepted { accepted }),
-            PeerRequest::Store { records } => self.store_replicas(records),
+            PeerRequest::Store { records } => self.store_replicas(records, true).await,
+            PeerRequest::Update { records } => self.store_replicas(records, false).await,
             PeerRequest::Get { id } => self.local(&id).await.map(|record| PeerReply::Task {
                 record: record.map(Box::new),
             }),
@@ -351,21 +347,33 @@ impl TaskRouter {
         })
     }
 
-    fn store_replicas(&self, records: Vec<TaskRecord>) -> Result<PeerReply, ApiError> {
-        let store = &self.store;
-        let failed = |e: StoreError| ApiError::unavailable(e.to_string());
-        for record in records {
-            // Updates may arrive out of order: never step back from an end.
-            let stale = store
-                .get(&record.id)
-                .map_err(failed)?
-                .is_some_and(|held| held.state.is_terminal() && !record.state.is_terminal());
-            if !stale {
-                store.put(&record).map_err(failed)?;
+    /// Keeps records as a replica; `durable` flushes before replying.
+    async fn store_replicas(
+        &self,
+        records: Vec<TaskRecord>,
+        durable: bool,
+    ) -> Result<PeerReply, ApiError> {
+        let store = Arc::clone(&self.store);
+        let write = move || -> Result<(), StoreError> {
+            for record in records {
+                // Updates may arrive out of order: never step back from an end.
+                let stale = store
+                    .get(&record.id)?
+                    .is_some_and(|held| held.state.is_terminal() && !record.state.is_terminal());
+                if !stale {
+                    store.put(&record)?;
+                }
             }
+            if durable {
+                store.flush()?;
+            }
+            Ok(())
+        };
+        match tokio::task::spawn_blocking(write).await {
+            Ok(Ok(())) => Ok(PeerReply::Stored),
+            Ok(Err(e)) => Err(ApiError::unavailable(e.to_string())),
+            Err(e) => Err(ApiError::unavailable(format!("replica write failed: {e}"))),
         }
-        store.flush().map_err(failed)?;
-        Ok(PeerReply::Stored)
     }
 }
 

@@ -21,6 +21,7 @@ use troupe_actors::tree::{self, NodeTreeConfig, MEMBERSHIP};
 use crate::config::{ClusterConfig, NodeEntry};
 use crate::gossip::{cpu_load_probe, ChitchatGossip};
 use crate::http::{self, AppState};
+use crate::replication;
 use crate::routing::TaskRouter;
 use crate::store::SledStorage;
 use crate::telemetry;
@@ -152,7 +153,14 @@ pub async fn run(
         cluster: ClusterLink {
             live: live_rx,
             replication: config.cluster.replication,
-            replicate: TaskRouter::replicate_fn(Arc::clone(&peers)),
+            replicate: replication::start(
+                &peers,
+                config
+                    .nodes
+                    .iter()
+                    .filter(|n| n.id != entry.id)
+                    .map(|n| n.id.clone()),
+            ),
         },
         policy: config.supervision.policy(),
         shards: INGEST_SHARDS,

@@ -11,7 +11,7 @@ use crate::{ErrorBody, SubmitTask, TaskAccepted, TaskRecord};
 /// First bytes of every connection's hello.
 pub const MAGIC: &str = "troupe-cluster";
 /// Version of this protocol; peers must match.
-pub const VERSION: u16 = 1;
+pub const VERSION: u16 = 2;
 /// Largest frame accepted.
 pub const MAX_FRAME: usize = 64 << 20;
 
@@ -58,6 +58,12 @@ pub enum PeerRequest {
     /// Keep these records as a replica (durably, before replying).
     Store {
         /// Task records, new or updated.
+        records: Vec<TaskRecord>,
+    },
+    /// Keep these later states of records as a replica, without flushing:
+    /// the owner does not flush its own copy of them either.
+    Update {
+        /// Task records, latest state of each.
         records: Vec<TaskRecord>,
     },
     /// The receiver's copy of a task, if any.
