@@ -51,7 +51,14 @@ impl SledStorage {
     /// Opens (or creates) the store under `data_dir/store`.
     pub fn open(data_dir: &Path) -> Result<Self, OpenError> {
         let dir = data_dir.join("store");
-        match sled::open(&dir) {
+        // Throughput over disk space: sled rewrites segments less eagerly.
+        let open = |dir: &Path| {
+            sled::Config::new()
+                .path(dir)
+                .mode(sled::Mode::HighThroughput)
+                .open()
+        };
+        match open(&dir) {
             Ok(db) => Ok(Self { db }),
             // Data sled cannot read. I/O errors (permissions, a second
             // process holding the lock) are not this and must not move data.
@@ -69,7 +76,7 @@ impl SledStorage {
                     source,
                 })?;
                 tracing::error!(moved_to = %aside.display(), "store was corrupt; starting empty");
-                sled::open(&dir)
+                open(&dir)
                     .map(|db| Self { db })
                     .map_err(|source| OpenError::Sled { dir, source })
             }
@@ -113,9 +120,23 @@ fn decode(key: &str, bytes: &[u8]) -> Result<TaskRecord, StoreError> {
     })
 }
 
+/// Whether the client gave the task an idempotency key (else it is keyed
+/// by its own fresh id, which no other submission can repeat).
+fn has_own_key(record: &TaskRecord) -> bool {
+    record.key != record.id
+}
+
 impl TaskStore for SledTasks {
     fn insert_new(&self, record: &TaskRecord) -> Result<Inserted, StoreError> {
         let bytes = serde_json::to_vec(record).map_err(unavailable)?;
+        if !has_own_key(record) {
+            // Keyed by its fresh id: nothing to look up, nothing to map.
+            return self
+                .by_id
+                .insert(record.id.as_bytes(), bytes)
+                .map(|_| Inserted::Created)
+                .map_err(unavailable);
+        }
         // Record and key mapping land together or not at all.
         let existing = (&self.by_id, &self.by_key)
             .transaction(|(by_id, by_key)| {
@@ -184,9 +205,11 @@ impl TaskStore for SledTasks {
         let bytes = serde_json::to_vec(record).map_err(unavailable)?;
         // Replicas arrive through here too: map the key so that a replica
         // that becomes owner still answers repeats of it.
-        self.by_key
-            .insert(record.key.as_bytes(), record.id.as_bytes())
-            .map_err(unavailable)?;
+        if has_own_key(record) {
+            self.by_key
+                .insert(record.key.as_bytes(), record.id.as_bytes())
+                .map_err(unavailable)?;
+        }
         self.by_id
             .insert(record.id.as_bytes(), bytes)
             .map(|_| ())
