@@ -77,6 +77,7 @@ fn restart(c: &mut Criterion) {
             replication: 1,
             replicate: Arc::new(|_, _| {}),
         },
+        fire: Arc::new(|_, _| {}),
         // Every restart immediate and never an escalation: this measures
         // the restart itself, not the backoff policy.
         policy: RestartPolicy {

@@ -13,6 +13,7 @@ pub mod placeholder;
 pub mod placement;
 pub mod plugins;
 pub mod scheduler;
+pub mod schedules;
 pub mod store;
 pub mod supervisor;
 pub mod tasks;

@@ -418,8 +418,10 @@ impl Scheduler {
         }
     }
 
-    /// After a membership change: adopt the unfinished tasks whose owner is
-    /// gone and for which this node is now first in line.
+    /// After a membership change: adopt the tasks whose owner is gone and
+    /// for which this node is now first in line. Unfinished ones are run;
+    /// finished ones only change owner, so that this node lists and
+    /// answers for them.
     fn adopt_orphans(
         &self,
         myself: &ActorRef<SchedulerMsg>,
@@ -431,16 +433,17 @@ impl Scheduler {
             return Ok(());
         }
         let mut adopted = 0;
-        for mut record in state.tasks.unfinished()? {
-            let orphaned = !live.contains(&record.owner);
-            if record.owner == *self.node_id
-                || !orphaned
-                || rendezvous_owner(&record.key, &live) != Some(&*self.node_id)
-            {
+        let me = &*self.node_id;
+        let orphans = state.tasks.matching(&|record| {
+            !live.contains(&record.owner) && rendezvous_owner(&record.key, &live) == Some(me)
+        })?;
+        for mut record in orphans {
+            record.owner = me.to_owned();
+            if record.state.is_terminal() {
+                state.tasks.put(&record)?;
                 continue;
             }
-            tracing::info!(task = %record.id, from = %record.owner, "adopting task of a departed node");
-            record.owner = self.node_id.to_string();
+            tracing::info!(task = %record.id, "adopting task of a departed node");
             take_back(&mut record);
             state.tasks.put(&record)?;
             self.replicate(&record);
@@ -705,11 +708,10 @@ impl Actor for Scheduler {
         // The first tick looks for orphans whatever the view is now.
         state.live.mark_changed();
         // Take back every unfinished task; attempts cut short run again.
-        for mut record in tasks.unfinished()? {
-            if record.owner != *self.node_id {
-                // A replica: its owner runs it, or a rebalance adopts it.
-                continue;
-            }
+        // (Replicas of others' tasks: their owner runs them, or a rebalance
+        // adopts them.)
+        let me = &*self.node_id;
+        for mut record in tasks.matching(&|r| !r.state.is_terminal() && r.owner == me)? {
             take_back(&mut record);
             let id = state.activate(record);
             let _ = myself.send_message(SchedulerMsg::Ready(id));

@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use troupe_protocol::{TaskRecord, TaskState};
+use troupe_protocol::{ScheduleRecord, TaskRecord, TaskState};
 
 /// A storage failure, with whether retrying can help.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -56,14 +56,27 @@ pub trait TaskStore: Send + Sync {
     fn get(&self, id: &str) -> Result<Option<TaskRecord>, StoreError>;
     /// Overwrites an existing record (state changes); not flushed.
     fn put(&self, record: &TaskRecord) -> Result<(), StoreError>;
-    /// Every record not in a terminal state.
-    fn unfinished(&self) -> Result<Vec<TaskRecord>, StoreError>;
+    /// Every record `keep` accepts (a full scan: for start-up and
+    /// membership changes, not for requests).
+    fn matching(&self, keep: &dyn Fn(&TaskRecord) -> bool) -> Result<Vec<TaskRecord>, StoreError>;
+}
+
+/// The schedules a node holds (as owner or as a replica).
+pub trait ScheduleStore: Send + Sync {
+    /// Writes `record` durably (flushed before returning).
+    fn put(&self, record: &ScheduleRecord) -> Result<(), StoreError>;
+    /// Forgets schedule `id`; whether it was held.
+    fn delete(&self, id: &str) -> Result<bool, StoreError>;
+    /// Every schedule held.
+    fn all(&self) -> Result<Vec<ScheduleRecord>, StoreError>;
 }
 
 /// One node's storage: opens the stores that actors use.
 pub trait Storage: Send + Sync {
     /// The task table.
     fn tasks(&self) -> Result<Arc<dyn TaskStore>, StoreError>;
+    /// The schedules.
+    fn schedules(&self) -> Result<Arc<dyn ScheduleStore>, StoreError>;
     /// Whether the store answers (for `/ready`).
     fn check(&self) -> Result<(), StoreError>;
 }
@@ -95,6 +108,35 @@ pub fn paginate(
 #[derive(Debug, Default, Clone)]
 pub struct MemoryStorage {
     tasks: Arc<MemoryTasks>,
+    schedules: Arc<MemorySchedules>,
+}
+
+#[derive(Debug, Default)]
+struct MemorySchedules(Mutex<HashMap<String, ScheduleRecord>>);
+
+impl MemorySchedules {
+    fn lock(
+        &self,
+    ) -> Result<std::sync::MutexGuard<'_, HashMap<String, ScheduleRecord>>, StoreError> {
+        self.0
+            .lock()
+            .map_err(|_| StoreError::Unavailable("lock poisoned".into()))
+    }
+}
+
+impl ScheduleStore for MemorySchedules {
+    fn put(&self, record: &ScheduleRecord) -> Result<(), StoreError> {
+        self.lock()?.insert(record.id.clone(), record.clone());
+        Ok(())
+    }
+
+    fn delete(&self, id: &str) -> Result<bool, StoreError> {
+        Ok(self.lock()?.remove(id).is_some())
+    }
+
+    fn all(&self) -> Result<Vec<ScheduleRecord>, StoreError> {
+        Ok(self.lock()?.values().cloned().collect())
+    }
 }
 
 #[derive(Debug, Default)]
@@ -105,6 +147,10 @@ struct MemoryTasks {
 impl Storage for MemoryStorage {
     fn tasks(&self) -> Result<Arc<dyn TaskStore>, StoreError> {
         Ok(self.tasks.clone())
+    }
+
+    fn schedules(&self) -> Result<Arc<dyn ScheduleStore>, StoreError> {
+        Ok(self.schedules.clone())
     }
 
     fn check(&self) -> Result<(), StoreError> {
@@ -171,12 +217,12 @@ impl TaskStore for MemoryTasks {
         Ok(())
     }
 
-    fn unfinished(&self) -> Result<Vec<TaskRecord>, StoreError> {
+    fn matching(&self, keep: &dyn Fn(&TaskRecord) -> bool) -> Result<Vec<TaskRecord>, StoreError> {
         Ok(self
             .lock()?
             .0
             .values()
-            .filter(|r| !r.state.is_terminal())
+            .filter(|r| keep(r))
             .cloned()
             .collect())
     }

@@ -4,6 +4,7 @@
 //! node            one_for_one
 //! ├── membership  gossip view of the cluster
 //! ├── plugins
+//! ├── schedules   recurring tasks this node holds; fires those it owns
 //! ├── scheduler   rest_for_one: a restarted pool restarts the table, which
 //! │   │           re-queues what the pool was running
 //! │   ├── workers  ractor factory running task attempts
@@ -27,6 +28,7 @@ use crate::membership::Membership;
 use crate::placeholder::Placeholder;
 use crate::plugins::PluginRegistry;
 use crate::scheduler::{ClusterLink, Scheduler, MAX_TIMEOUT};
+use crate::schedules::{FireFn, Schedules};
 use crate::store::Storage;
 use crate::supervisor::{
     ChildSpec, RestartPolicy, Strategy, Supervisor, SupervisorArgs, SupervisorMsg, SupervisorStart,
@@ -42,6 +44,8 @@ pub const SCHEDULER: &str = "node/scheduler/table";
 pub const WORKERS: &str = "node/scheduler/workers";
 /// Path of the membership actor.
 pub const MEMBERSHIP: &str = "node/membership";
+/// Path of the schedules actor.
+pub const SCHEDULES: &str = "node/schedules";
 /// Path of the plugin registry.
 pub const PLUGINS: &str = "node/plugins";
 
@@ -56,6 +60,8 @@ pub struct NodeTreeConfig {
     pub membership: Membership,
     /// What the task table needs of the cluster.
     pub cluster: ClusterLink,
+    /// Submits the task of a schedule's tick.
+    pub fire: FireFn,
     /// Restart intensity and backoff for every supervisor.
     pub policy: RestartPolicy,
     /// Number of window shards under `ingest`.
@@ -107,6 +113,12 @@ fn node_children(config: &NodeTreeConfig, directory: &ActorDirectory) -> Vec<Chi
         workers: Arc::clone(&workers),
         cluster: config.cluster.clone(),
     };
+    let schedules = Schedules {
+        node_id: Arc::clone(&config.node_id),
+        storage: Arc::clone(&config.storage),
+        live: config.cluster.live.clone(),
+        fire: Arc::clone(&config.fire),
+    };
     let mut ingest = vec![ChildSpec::worker(
         "ingestor",
         Placeholder { role: "ingestor" },
@@ -124,6 +136,7 @@ fn node_children(config: &NodeTreeConfig, directory: &ActorDirectory) -> Vec<Chi
     vec![
         ChildSpec::worker("membership", config.membership.clone(), || ()),
         ChildSpec::worker("plugins", PluginRegistry, || ()),
+        ChildSpec::worker("schedules", schedules, || ()),
         ChildSpec::supervisor(
             "scheduler",
             SupervisorArgs {

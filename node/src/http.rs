@@ -9,6 +9,7 @@ mod cluster;
 mod error;
 mod health;
 mod json;
+mod schedules;
 mod tasks;
 
 use std::sync::Arc;
@@ -61,6 +62,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/v1/tasks", web::get().to(tasks::list))
         .route("/v1/tasks/{id}", web::get().to(tasks::get))
         .route("/v1/tasks/{id}", web::delete().to(tasks::cancel))
+        .route("/v1/schedules", web::post().to(schedules::create))
+        .route("/v1/schedules", web::get().to(schedules::list))
+        .route("/v1/schedules/{id}", web::get().to(schedules::get))
+        .route("/v1/schedules/{id}", web::delete().to(schedules::delete))
         .route("/v1/workers", web::get().to(tasks::workers))
         .route("/v1/workers", web::put().to(tasks::resize))
         .default_service(web::to(error::not_found));

@@ -8,6 +8,10 @@
 //! request handlers, never inside the task table actor, so two tables never
 //! wait on each other.
 
+mod schedules;
+
+pub use schedules::tick_key;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -340,6 +344,18 @@ impl TaskRouter {
                 .map(|record| PeerReply::Task {
                     record: Some(Box::new(record)),
                 }),
+            PeerRequest::PutSchedule { record } => self
+                .hold_schedule(*record)
+                .await
+                .map(|()| PeerReply::Stored),
+            PeerRequest::DeleteSchedule { id } => self
+                .drop_schedule(id)
+                .await
+                .map(|found| PeerReply::Deleted { found }),
+            PeerRequest::ListSchedules => self
+                .held_schedules()
+                .await
+                .map(|schedules| PeerReply::Schedules { schedules }),
         };
         answer.unwrap_or_else(|e| {
             let (status, body) = e.to_parts();

@@ -162,6 +162,7 @@ pub async fn run(
                     .map(|n| n.id.clone()),
             ),
         },
+        fire: TaskRouter::fire_fn(&router),
         policy: config.supervision.policy(),
         shards: INGEST_SHARDS,
         workers: config.workers.count,

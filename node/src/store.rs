@@ -12,8 +12,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
-use troupe_actors::store::{paginate, Inserted, Storage, StoreError, TaskStore};
-use troupe_protocol::{TaskRecord, TaskState};
+use troupe_actors::store::{paginate, Inserted, ScheduleStore, Storage, StoreError, TaskStore};
+use troupe_protocol::{ScheduleRecord, TaskRecord, TaskState};
 
 /// Why the store could not be opened at all.
 #[derive(Debug, thiserror::Error)]
@@ -99,11 +99,53 @@ impl Storage for SledStorage {
         }))
     }
 
+    fn schedules(&self) -> Result<Arc<dyn ScheduleStore>, StoreError> {
+        Ok(Arc::new(SledSchedules {
+            db: self.db.clone(),
+            tree: self.db.open_tree("schedules").map_err(unavailable)?,
+        }))
+    }
+
     fn check(&self) -> Result<(), StoreError> {
         self.db
             .get(b"__ready_probe")
             .map(|_| ())
             .map_err(unavailable)
+    }
+}
+
+struct SledSchedules {
+    db: sled::Db,
+    tree: sled::Tree,
+}
+
+impl ScheduleStore for SledSchedules {
+    fn put(&self, record: &ScheduleRecord) -> Result<(), StoreError> {
+        let bytes = serde_json::to_vec(record).map_err(unavailable)?;
+        self.tree
+            .insert(record.id.as_bytes(), bytes)
+            .map_err(unavailable)?;
+        self.db.flush().map(|_| ()).map_err(unavailable)
+    }
+
+    fn delete(&self, id: &str) -> Result<bool, StoreError> {
+        let found = self
+            .tree
+            .remove(id.as_bytes())
+            .map_err(unavailable)?
+            .is_some();
+        self.db.flush().map_err(unavailable)?;
+        Ok(found)
+    }
+
+    fn all(&self) -> Result<Vec<ScheduleRecord>, StoreError> {
+        self.tree
+            .iter()
+            .map(|entry| {
+                let (key, bytes) = entry.map_err(unavailable)?;
+                decode(&String::from_utf8_lossy(&key), &bytes)
+            })
+            .collect()
     }
 }
 
@@ -113,7 +155,7 @@ struct SledTasks {
     by_key: sled::Tree,
 }
 
-fn decode(key: &str, bytes: &[u8]) -> Result<TaskRecord, StoreError> {
+fn decode<T: serde::de::DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T, StoreError> {
     serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
         key: key.to_owned(),
         reason: e.to_string(),
@@ -216,12 +258,12 @@ impl TaskStore for SledTasks {
             .map_err(unavailable)
     }
 
-    fn unfinished(&self) -> Result<Vec<TaskRecord>, StoreError> {
+    fn matching(&self, keep: &dyn Fn(&TaskRecord) -> bool) -> Result<Vec<TaskRecord>, StoreError> {
         let mut records = Vec::new();
         for entry in &self.by_id {
             let (key, bytes) = entry.map_err(unavailable)?;
-            let record = decode(&String::from_utf8_lossy(&key), &bytes)?;
-            if !record.state.is_terminal() {
+            let record: TaskRecord = decode(&String::from_utf8_lossy(&key), &bytes)?;
+            if keep(&record) {
                 records.push(record);
             }
         }

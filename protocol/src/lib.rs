@@ -9,6 +9,7 @@ pub mod actors;
 pub mod cluster;
 pub mod error;
 pub mod health;
+pub mod schedules;
 pub mod tasks;
 pub mod wire;
 
@@ -16,6 +17,7 @@ pub use actors::{ActorNode, ActorStatus, Failure};
 pub use cluster::{ClusterView, Member, MemberState};
 pub use error::ErrorBody;
 pub use health::{Health, Readiness};
+pub use schedules::{CreateSchedule, ScheduleRecord, ScheduleStatus};
 pub use tasks::{
     Attempt, Backoff, Priority, SubmitTask, TaskAccepted, TaskPage, TaskRecord, TaskState, Workers,
 };

@@ -6,7 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{ErrorBody, SubmitTask, TaskAccepted, TaskRecord};
+use crate::{ErrorBody, ScheduleRecord, ScheduleStatus, SubmitTask, TaskAccepted, TaskRecord};
 
 /// First bytes of every connection's hello.
 pub const MAGIC: &str = "troupe-cluster";
@@ -76,6 +76,18 @@ pub enum PeerRequest {
         /// Task id.
         id: String,
     },
+    /// Hold a copy of this schedule (durably, before replying).
+    PutSchedule {
+        /// The schedule.
+        record: Box<ScheduleRecord>,
+    },
+    /// Forget this schedule if held.
+    DeleteSchedule {
+        /// Schedule id.
+        id: String,
+    },
+    /// The schedules the receiver holds.
+    ListSchedules,
 }
 
 /// What the other node answers.
@@ -89,6 +101,16 @@ pub enum PeerReply {
     },
     /// Records stored.
     Stored,
+    /// Schedules held.
+    Schedules {
+        /// What the receiver holds.
+        schedules: Vec<ScheduleStatus>,
+    },
+    /// Whether a deleted schedule was held.
+    Deleted {
+        /// It was held and is gone now.
+        found: bool,
+    },
     /// A task lookup's answer.
     Task {
         /// The record, if the receiver has one.
@@ -101,4 +123,32 @@ pub enum PeerReply {
         /// The error body.
         body: ErrorBody,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schedule_listings_cross_the_wire_whole() {
+        let status = ScheduleStatus {
+            record: ScheduleRecord {
+                id: "s".into(),
+                name: None,
+                cron: "* * * * *".into(),
+                task: SubmitTask::default(),
+                holders: vec!["n1".into()],
+                created_at_ms: 1,
+            },
+            owner: Some("n1".into()),
+            next_fire_ms: Some(2),
+            last_fired_ms: None,
+        };
+        let reply = PeerReply::Schedules {
+            schedules: vec![status],
+        };
+        let bytes = serde_json::to_vec(&reply).expect("encode");
+        let back: PeerReply = serde_json::from_slice(&bytes).expect("decode");
+        assert_eq!(back, reply);
+    }
 }

@@ -267,6 +267,11 @@ impl Cluster {
         )
     }
 
+    /// DELETE `path` on node `id`.
+    pub fn delete(&self, id: &str, path: &str) -> Reply {
+        reply(self.agent.delete(&format!("{}{path}", self.url(id))).call())
+    }
+
     /// The actor at `path` in node `id`'s `/v1/actors` tree.
     pub fn actor(&self, id: &str, path: &str) -> Option<Value> {
         fn find(node: &Value, path: &str) -> Option<Value> {

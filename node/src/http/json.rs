@@ -33,6 +33,21 @@ pub(super) fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     Ok(value)
 }
 
+/// The field a shape error is about: its path, and for a missing field
+/// the missing one under it (serde reports the object that lacks it).
+fn field_of(path: &str, inner: &serde_json::Error) -> String {
+    let message = inner.to_string();
+    let missing = message
+        .strip_prefix("missing field `")
+        .and_then(|rest| rest.split('`').next());
+    match (path, missing) {
+        (".", Some(name)) => name.to_owned(),
+        (_, Some(name)) => format!("{path}.{name}"),
+        (".", None) => "(body)".to_owned(),
+        (_, None) => path.to_owned(),
+    }
+}
+
 fn classify(err: serde_path_to_error::Error<serde_json::Error>, body: &[u8]) -> ApiError {
     let path = err.path().to_string();
     let inner = err.into_inner();
@@ -41,20 +56,10 @@ fn classify(err: serde_path_to_error::Error<serde_json::Error>, body: &[u8]) -> 
     let well_formed = || serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok();
     match inner.classify() {
         serde_json::error::Category::Data => {
-            let field = if path == "." {
-                "(body)".to_owned()
-            } else {
-                path
-            };
-            ApiError::invalid(field, inner.to_string())
+            ApiError::invalid(field_of(&path, &inner), inner.to_string())
         }
         serde_json::error::Category::Syntax if well_formed() => {
-            let field = if path == "." {
-                "(body)".to_owned()
-            } else {
-                path
-            };
-            ApiError::invalid(field, inner.to_string())
+            ApiError::invalid(field_of(&path, &inner), inner.to_string())
         }
         _ => ApiError::malformed(format!("malformed JSON: {inner}")),
     }

@@ -5,32 +5,13 @@ use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use troupe_tests::{wait_until, Cluster};
+use troupe_tests::Cluster;
 
-const IDS: [&str; 3] = ["n1", "n2", "n3"];
+use crate::{start_converged, IDS};
 
 fn state_of(cluster: &Cluster, on: &str, id: &str) -> Option<String> {
     let reply = cluster.get(on, &format!("/v1/tasks/{id}"));
     (reply.status == 200).then(|| reply.body["state"].as_str().unwrap_or_default().to_owned())
-}
-
-fn start_converged(cluster: &mut Cluster) {
-    for id in IDS {
-        cluster.start(id, &[]);
-    }
-    // Placement needs every node's warm view of every other.
-    wait_until(
-        Duration::from_secs(20),
-        "all nodes to agree all are alive",
-        || {
-            IDS.iter().all(|on| {
-                let view = cluster.get(on, "/v1/cluster").body;
-                view["members"]
-                    .as_array()
-                    .is_some_and(|m| m.len() == 3 && m.iter().all(|m| m["state"] == "alive"))
-            })
-        },
-    );
 }
 
 /// Submits `count` tasks in batches spread over `nodes`; returns id → owner.

@@ -232,11 +232,7 @@ fn post(cluster: &Cluster, body: &Value) -> troupe_tests::Reply {
 }
 
 fn delete(cluster: &Cluster, id: &str) -> u16 {
-    let url = format!("{}/v1/tasks/{id}", cluster.url("n1"));
-    match ureq::delete(&url).call() {
-        Ok(r) | Err(ureq::Error::Status(_, r)) => r.status(),
-        Err(e) => panic!("DELETE {id}: {e}"),
-    }
+    cluster.delete("n1", &format!("/v1/tasks/{id}")).status
 }
 
 #[test]
