@@ -18,11 +18,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use serde::Serialize;
-use troupe_protocol::{TaskAccepted, TaskPage};
+use troupe_protocol::TaskAccepted;
 
 use crate::cli::{BenchTasksArgs, Output};
 use crate::config::ClusterConfig;
-use crate::local::{await_ready, get, Launch, LocalNode};
+use crate::local::{await_ready, for_each_task, get, metric, Launch, LocalNode};
 use crate::telemetry::LogFormat;
 
 /// How long the cluster may take to finish the tasks after the last submission.
@@ -114,21 +114,13 @@ fn write_config(dir: &std::path::Path, args: &BenchTasksArgs) -> anyhow::Result<
     Ok(path)
 }
 
-/// Sum over nodes of `troupe_tasks_total{event=…}` for the terminal events.
+/// Tasks finished on all nodes: the succeeded ones (the bench's tasks
+/// cannot fail).
 fn finished_tasks(nodes: &[LocalNode]) -> u64 {
     nodes
         .iter()
         .filter_map(|node| get(&node.http, "/metrics").ok())
-        .map(|(_, text)| {
-            text.lines()
-                .filter(|l| {
-                    ["succeeded", "failed", "cancelled", "timed_out"]
-                        .iter()
-                        .any(|e| l.starts_with(&format!("troupe_tasks_total{{event=\"{e}\"}}")))
-                })
-                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-                .sum::<f64>() as u64
-        })
+        .map(|(_, text)| metric(&text, "troupe_tasks_total{event=\"succeeded\"}") as u64)
         .sum()
 }
 
@@ -192,29 +184,11 @@ fn submit_all(nodes: &[LocalNode], args: &BenchTasksArgs) -> anyhow::Result<Hash
 fn finish_times(nodes: &[LocalNode]) -> anyhow::Result<HashMap<String, u64>> {
     let mut finished = HashMap::new();
     for node in nodes {
-        let mut cursor = String::new();
-        loop {
-            let (status, body) = get(
-                &node.http,
-                &format!("/v1/tasks?state=succeeded&limit=1000{cursor}"),
-            )
-            .map_err(anyhow::Error::msg)?;
-            anyhow::ensure!(
-                status == 200,
-                "listing tasks on {}: {status} {body}",
-                node.id
-            );
-            let page: TaskPage = serde_json::from_str(&body)?;
-            for task in page.tasks {
-                if let Some(at) = task.finished_at_ms {
-                    finished.insert(task.id, at);
-                }
+        for_each_task(&node.http, "&state=succeeded", |task| {
+            if let Some(at) = task.finished_at_ms {
+                finished.insert(task.id, at);
             }
-            match page.next_cursor {
-                Some(next) => cursor = format!("&cursor={next}"),
-                None => break,
-            }
-        }
+        })?;
     }
     Ok(finished)
 }

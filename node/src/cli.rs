@@ -35,9 +35,37 @@ pub enum Command {
     Cluster(ClusterCommand),
     /// Show a node's health, readiness and supervision tree.
     Status(StatusArgs),
+    /// Kill nodes under load and count what was lost: starts the config's
+    /// nodes, submits tasks, SIGKILLs and restarts nodes, then prints a
+    /// summary.
+    Chaos(ChaosArgs),
     /// Measure a fresh local cluster.
     #[command(subcommand)]
     Bench(BenchCommand),
+}
+
+/// `troupe chaos`.
+#[derive(Debug, Args)]
+pub struct ChaosArgs {
+    /// The cluster config file (its nodes must not be running).
+    #[arg(long, default_value = "cluster.toml")]
+    pub config: PathBuf,
+    /// Tasks to submit over the run.
+    #[arg(long, default_value_t = 1_000)]
+    pub tasks: usize,
+    /// Nodes to kill (one after another, each restarted after it is
+    /// declared dead).
+    #[arg(long, default_value_t = 1)]
+    pub kill: usize,
+    /// Seconds over which tasks are submitted and kills happen.
+    #[arg(long, default_value_t = 10)]
+    pub duration: u64,
+    /// Each task sleeps a random time up to this many ms.
+    #[arg(long, default_value_t = 50)]
+    pub task_ms: u64,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "table")]
+    pub output: Output,
 }
 
 /// `troupe bench …`.

@@ -4,6 +4,7 @@
 //! whole life of one node and can be called from tests too.
 
 pub mod bench;
+pub mod chaos;
 pub mod cli;
 pub mod cluster;
 pub mod config;

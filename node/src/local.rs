@@ -208,3 +208,32 @@ pub fn await_ready(nodes: &[LocalNode], timeout: Duration) -> anyhow::Result<()>
     }
     Ok(())
 }
+
+/// The sum of every series of metric `name` in a `/metrics` text.
+pub fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Every task a node lists (`GET /v1/tasks` pages, `query` added to each
+/// request, e.g. `&state=succeeded`), handed to `each` one at a time.
+pub fn for_each_task(
+    http: &str,
+    query: &str,
+    mut each: impl FnMut(troupe_protocol::TaskRecord),
+) -> anyhow::Result<()> {
+    let mut cursor = String::new();
+    loop {
+        let (status, body) = get(http, &format!("/v1/tasks?limit=1000{query}{cursor}"))
+            .map_err(anyhow::Error::msg)?;
+        anyhow::ensure!(status == 200, "listing tasks on {http}: {status} {body}");
+        let page: troupe_protocol::TaskPage = serde_json::from_str(&body)?;
+        page.tasks.into_iter().for_each(&mut each);
+        match page.next_cursor {
+            Some(next) => cursor = format!("&cursor={next}"),
+            None => return Ok(()),
+        }
+    }
+}

@@ -9,7 +9,7 @@ use clap::Parser;
 use troupe_node::cli::{BenchCommand, Cli, ClusterCommand, Command};
 use troupe_node::config::ClusterConfig;
 use troupe_node::run::{run, NodeOptions};
-use troupe_node::{bench, cluster, signals, status, telemetry};
+use troupe_node::{bench, chaos, cluster, signals, status, telemetry};
 
 fn load(path: &std::path::Path) -> Result<ClusterConfig, ExitCode> {
     ClusterConfig::load(path).map_err(|e| {
@@ -62,6 +62,19 @@ async fn main() -> ExitCode {
             match cluster::up(&args, &config, cli.log_format).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => failed(e),
+            }
+        }
+        Command::Chaos(args) => {
+            let config = match load(&args.config) {
+                Ok(config) => config,
+                Err(code) => return code,
+            };
+            let format = cli.log_format;
+            match tokio::task::spawn_blocking(move || chaos::run(&args, &config, format)).await {
+                Ok(Ok(report)) if report.lost == 0 && report.unfinished == 0 => ExitCode::SUCCESS,
+                Ok(Ok(_)) => ExitCode::from(1),
+                Ok(Err(e)) => failed(e),
+                Err(e) => failed(e.into()),
             }
         }
         Command::Bench(BenchCommand::Tasks(args)) => {

@@ -1,6 +1,7 @@
 //! Black-box tests of several nodes together: real `troupe` processes
 //! gossiping on loopback, killed and restarted.
 
+mod chaos;
 mod membership;
 mod schedules;
 mod tasks;

@@ -112,7 +112,10 @@ fn health_ready_and_metrics_answer_as_documented() {
         .iter()
         .filter_map(|c| c["name"].as_str())
         .collect();
-    assert_eq!(names, ["membership", "plugins", "schedules", "scheduler", "ingest"]);
+    assert_eq!(
+        names,
+        ["membership", "plugins", "schedules", "scheduler", "ingest"]
+    );
 
     let metrics = cluster.get("n1", "/metrics");
     assert_eq!(metrics.status, 200);
