@@ -13,7 +13,8 @@ use troupe_actors::plugins::PluginRegistryMsg;
 use troupe_actors::scheduler::ClusterLink;
 use troupe_actors::store::MemoryStorage;
 use troupe_actors::supervisor::{RestartPolicy, SupervisorMsg};
-use troupe_actors::tree::{self, NodeTree, NodeTreeConfig, PLUGINS};
+use troupe_actors::tasks::gauges::PoolGauges;
+use troupe_actors::tree::{self, NodeTree, NodeTreeConfig, PLUGINS, STUCK_AFTER};
 
 /// Crashes `node/plugins` and waits until a new incarnation answers.
 async fn crash_and_await(tree: &NodeTree) {
@@ -69,7 +70,7 @@ fn restart(c: &mut Criterion) {
             tick: Duration::from_millis(100),
             suspect_after: Duration::from_millis(500),
             leave_linger: Duration::ZERO,
-            load: Arc::new(|| None),
+            stats: Arc::new(Vec::new),
             live: Arc::new(live_tx),
         },
         cluster: ClusterLink {
@@ -87,7 +88,8 @@ fn restart(c: &mut Criterion) {
             backoff_max: Duration::ZERO,
         },
         shards: 2,
-        workers: 2,
+        pool: PoolGauges::new(2),
+        stuck_after: STUCK_AFTER,
     };
     let tree = runtime
         .block_on(tree::start("bench", &config))

@@ -4,7 +4,7 @@
 //! this module only turns what gossip reports into member states:
 //! [`MemberTable`] is that logic without I/O; the [`Membership`] actor polls
 //! the gossip session on a tick, logs every state change, publishes this
-//! node's load, and announces leaving on a graceful stop.
+//! node's figures (load, queue depth, workers), and announces leaving on a graceful stop.
 //!
 //! States: `left` if the node announced leaving; `dead` once the failure
 //! detector says so; `suspect` while still alive to the detector but not
@@ -27,6 +27,12 @@ pub const KEY_HTTP: &str = "http";
 pub const KEY_VERSION: &str = "version";
 /// Published key: CPU use in cores.
 pub const KEY_LOAD: &str = "load";
+/// Published key: attempts queued for the worker pool.
+pub const KEY_QUEUE_DEPTH: &str = "queue_depth";
+/// Published key: worker pool size.
+pub const KEY_WORKERS: &str = "workers";
+/// Published key: task kinds run here, comma-separated.
+pub const KEY_PLUGINS: &str = "plugins";
 /// Published key: lifecycle status; [`STATUS_LEAVING`] on a graceful stop.
 pub const KEY_STATUS: &str = "status";
 /// Value of [`KEY_STATUS`] when a node is leaving.
@@ -218,6 +224,18 @@ impl MemberTable {
                     http: obs.keys.get(KEY_HTTP).cloned(),
                     version: obs.keys.get(KEY_VERSION).cloned(),
                     load: obs.keys.get(KEY_LOAD).and_then(|l| l.parse().ok()),
+                    queue_depth: obs.keys.get(KEY_QUEUE_DEPTH).and_then(|q| q.parse().ok()),
+                    workers: obs.keys.get(KEY_WORKERS).and_then(|w| w.parse().ok()),
+                    plugins: obs
+                        .keys
+                        .get(KEY_PLUGINS)
+                        .map(|p| {
+                            p.split(',')
+                                .filter(|s| !s.is_empty())
+                                .map(str::to_owned)
+                                .collect()
+                        })
+                        .unwrap_or_default(),
                     last_heard_ms: if is_self {
                         0
                     } else {
@@ -279,8 +297,9 @@ impl FaultInjection for MembershipMsg {
     }
 }
 
-/// Reports this process's CPU use in cores since the last call.
-pub type LoadProbe = Arc<dyn Fn() -> Option<f64> + Send + Sync>;
+/// The node's changing figures to publish (load, queue depth, workers),
+/// as gossip keys and values; read every [`STATS_PERIOD`].
+pub type StatsProbe = Arc<dyn Fn() -> Vec<(String, String)> + Send + Sync>;
 
 /// The membership actor.
 #[derive(Clone)]
@@ -289,7 +308,7 @@ pub struct Membership {
     pub node_id: Arc<str>,
     /// How to join gossip.
     pub gossip: Arc<dyn Gossip>,
-    /// Keys published at join (`http`, `version`).
+    /// Keys published at join (`http`, `version`, `plugins`).
     pub published: Vec<(String, String)>,
     /// How often gossip is polled.
     pub tick: Duration,
@@ -297,8 +316,8 @@ pub struct Membership {
     pub suspect_after: Duration,
     /// Time to let a leave announcement spread before stopping.
     pub leave_linger: Duration,
-    /// Source of the published `load`.
-    pub load: LoadProbe,
+    /// Source of the figures published every [`STATS_PERIOD`].
+    pub stats: StatsProbe,
     /// Ids of the nodes that can own tasks (alive or suspect, not dead or
     /// left), sorted; placement reads it.
     pub live: Arc<tokio::sync::watch::Sender<Vec<String>>>,
@@ -309,11 +328,11 @@ pub struct MembershipState {
     session: Option<Box<dyn GossipSession>>,
     table: MemberTable,
     members: Vec<Member>,
-    last_load: Instant,
+    last_stats: Instant,
 }
 
-/// How often the load is re-published.
-const LOAD_PERIOD: Duration = Duration::from_secs(1);
+/// How often the node's figures are re-published.
+pub const STATS_PERIOD: Duration = Duration::from_secs(1);
 
 impl Membership {
     async fn refresh(&self, state: &mut MembershipState) {
@@ -321,12 +340,10 @@ impl Membership {
             return;
         };
         let now = Instant::now();
-        if now.duration_since(state.last_load) >= LOAD_PERIOD {
-            state.last_load = now;
-            if let Some(load) = (self.load)() {
-                session
-                    .publish(KEY_LOAD.to_owned(), format!("{load:.3}"))
-                    .await;
+        if now.duration_since(state.last_stats) >= STATS_PERIOD {
+            state.last_stats = now;
+            for (key, value) in (self.stats)() {
+                session.publish(key, value).await;
             }
         }
         state.table.refresh(now, session.observe().await);
@@ -398,7 +415,7 @@ impl Actor for Membership {
                 Instant::now(),
             ),
             members: Vec::new(),
-            last_load: Instant::now(),
+            last_stats: Instant::now(),
         })
     }
 
@@ -523,6 +540,9 @@ mod tests {
             http: None,
             version: None,
             load: None,
+            queue_depth: None,
+            workers: None,
+            plugins: Vec::new(),
             last_heard_ms: 0,
         };
         let before = vec![

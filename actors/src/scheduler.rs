@@ -16,7 +16,6 @@
 //! factory) and report back with `AttemptStarted` / `AttemptDone`.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -31,6 +30,7 @@ use crate::directory::ActorDirectory;
 use crate::placement::{rendezvous_order, rendezvous_owner};
 use crate::store::{Inserted, Storage, StoreError, TaskStore};
 use crate::supervisor::FaultInjection;
+use crate::tasks::gauges::PoolGauges;
 use crate::tasks::kinds;
 use crate::tasks::worker::{AttemptReport, Outcome, TaskJob};
 use crate::tree::WORKERS;
@@ -158,9 +158,9 @@ pub struct Scheduler {
     pub storage: Arc<dyn Storage>,
     /// Finds the worker pool and this actor's own current incarnation.
     pub directory: ActorDirectory,
-    /// Worker pool size, shared with the pool's spec so a restarted pool
-    /// comes back at the size last asked for.
-    pub workers: Arc<AtomicUsize>,
+    /// The pool's figures; its size is shared with the pool's spec so a
+    /// restarted pool comes back at the size last asked for.
+    pub pool: Arc<PoolGauges>,
     /// The rest of the cluster, for replicas and rebalancing.
     pub cluster: ClusterLink,
 }
@@ -790,7 +790,7 @@ impl Actor for Scheduler {
             }
             SchedulerMsg::SetWorkers(count, reply) => {
                 let answer = if (1..=MAX_WORKERS).contains(&count) {
-                    self.workers.store(count, Ordering::SeqCst);
+                    self.pool.set_size(count);
                     if let Some(pool) = self.pool() {
                         let _ = pool.adjust_worker_pool(count);
                     }
@@ -805,7 +805,7 @@ impl Actor for Scheduler {
                 let _ = reply.send(answer);
             }
             SchedulerMsg::Workers(reply) => {
-                let _ = reply.send(Ok(self.workers.load(Ordering::SeqCst)));
+                let _ = reply.send(Ok(self.pool.size()));
             }
             SchedulerMsg::InjectedFault(reason) => panic!("injected fault: {reason}"),
         }

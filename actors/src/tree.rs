@@ -14,7 +14,6 @@
 //!     └── shard-0 … shard-K-1
 //! ```
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,6 +32,7 @@ use crate::store::Storage;
 use crate::supervisor::{
     ChildSpec, RestartPolicy, Strategy, Supervisor, SupervisorArgs, SupervisorMsg, SupervisorStart,
 };
+use crate::tasks::gauges::PoolGauges;
 use crate::tasks::queue::FairQueue;
 use crate::tasks::worker::{TaskJob, TaskWorker};
 
@@ -66,27 +66,38 @@ pub struct NodeTreeConfig {
     pub policy: RestartPolicy,
     /// Number of window shards under `ingest`.
     pub shards: usize,
-    /// Initial size of the worker pool.
-    pub workers: usize,
+    /// The worker pool's figures; its size is the pool's initial size.
+    pub pool: Arc<PoolGauges>,
+    /// A worker busy on one attempt for longer than this is stuck and is
+    /// replaced (its attempt counts as crashed).
+    pub stuck_after: Duration,
 }
 
 /// The pool that runs task attempts.
 pub type TaskPool =
     Factory<String, TaskJob, (), TaskWorker, QueuerRouting<String, TaskJob>, FairQueue>;
 
-/// A worker busy on one attempt for longer than this is stuck (no attempt
-/// may legitimately run longer than the largest timeout) and is replaced.
-const STUCK_AFTER: Duration = MAX_TIMEOUT.saturating_add(Duration::from_secs(30));
+/// The default stuck-worker limit: no attempt may legitimately run longer
+/// than the largest timeout.
+pub const STUCK_AFTER: Duration = MAX_TIMEOUT.saturating_add(Duration::from_secs(30));
 
-fn pool_spec(size: Arc<AtomicUsize>) -> ChildSpec {
+fn pool_spec(gauges: Arc<PoolGauges>, stuck_after: Duration) -> ChildSpec {
     ChildSpec::stoppable("workers", move || {
+        let worker_gauges = Arc::clone(&gauges);
         let arguments = FactoryArguments::builder()
-            .worker_builder(Box::new(worker_builder(|_| (TaskWorker, ()))))
-            .queue(FairQueue::default())
+            .worker_builder(Box::new(worker_builder(move |_| {
+                (
+                    TaskWorker {
+                        gauges: Arc::clone(&worker_gauges),
+                    },
+                    (),
+                )
+            })))
+            .queue(FairQueue::new(Arc::clone(&gauges)))
             .router(QueuerRouting::default())
-            .num_initial_workers(size.load(Ordering::SeqCst))
+            .num_initial_workers(gauges.size())
             .dead_mans_switch(DeadMansSwitchConfiguration {
-                detection_timeout: STUCK_AFTER,
+                detection_timeout: stuck_after,
                 kill_worker: true,
             })
             .build();
@@ -105,12 +116,11 @@ pub struct NodeTree {
 }
 
 fn node_children(config: &NodeTreeConfig, directory: &ActorDirectory) -> Vec<ChildSpec> {
-    let workers = Arc::new(AtomicUsize::new(config.workers));
     let table = Scheduler {
         node_id: Arc::clone(&config.node_id),
         storage: Arc::clone(&config.storage),
         directory: directory.clone(),
-        workers: Arc::clone(&workers),
+        pool: Arc::clone(&config.pool),
         cluster: config.cluster.clone(),
     };
     let schedules = Schedules {
@@ -142,7 +152,10 @@ fn node_children(config: &NodeTreeConfig, directory: &ActorDirectory) -> Vec<Chi
             SupervisorArgs {
                 strategy: Strategy::RestForOne,
                 policy: config.policy,
-                children: vec![pool_spec(workers), ChildSpec::worker("table", table, || ())],
+                children: vec![
+                    pool_spec(Arc::clone(&config.pool), config.stuck_after),
+                    ChildSpec::worker("table", table, || ()),
+                ],
             },
         ),
         ChildSpec::supervisor(

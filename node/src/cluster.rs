@@ -70,7 +70,7 @@ pub async fn up(
             node.signal(libc::SIGTERM);
         }
         for node in &mut nodes {
-            match node.stop(SHUTDOWN_GRACE) {
+            match node.wait_or_kill(SHUTDOWN_GRACE) {
                 (Some(status), false) => println!("node {} stopped: {status}", node.id),
                 _ => println!("node {} did not stop in time; killed it", node.id),
             }

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use troupe_actors::supervisor::RestartPolicy;
+use troupe_actors::tree::STUCK_AFTER;
 
 /// A config file that cannot be used, and where the problem is.
 #[derive(Debug, thiserror::Error)]
@@ -154,11 +155,27 @@ impl SupervisionSection {
 pub struct WorkersSection {
     /// Workers at start; `PUT /v1/workers` changes it at run time.
     pub count: usize,
+    /// A worker busy on one attempt for longer than this is stuck: the
+    /// pool replaces it and the attempt counts as crashed (and is retried
+    /// if it has retries left). The pool notices through its workers'
+    /// heartbeats, sent every 10 s, so replacement comes between this and
+    /// this plus 10 s (plus this again). Default: the longest timeout plus 30 s.
+    pub stuck_after_secs: u64,
 }
 
 impl Default for WorkersSection {
     fn default() -> Self {
-        Self { count: 4 }
+        Self {
+            count: 4,
+            stuck_after_secs: STUCK_AFTER.as_secs(),
+        }
+    }
+}
+
+impl WorkersSection {
+    /// The stuck-worker limit.
+    pub fn stuck_after(&self) -> Duration {
+        Duration::from_secs(self.stuck_after_secs)
     }
 }
 
@@ -299,6 +316,9 @@ impl ClusterConfig {
                     troupe_actors::scheduler::MAX_WORKERS
                 ),
             ));
+        }
+        if self.workers.stuck_after_secs == 0 {
+            return bad("workers.stuck_after_secs", "must be at least 1");
         }
         let s = &self.supervision;
         if s.within_secs == 0 {

@@ -130,6 +130,12 @@ impl LocalNode {
     /// Returns the exit status and whether it had to be killed.
     pub fn stop(&mut self, grace: Duration) -> (Option<ExitStatus>, bool) {
         self.signal(libc::SIGTERM);
+        self.wait_or_kill(grace)
+    }
+
+    /// Waits up to `grace` for an exit already asked for, then SIGKILL.
+    /// (A second SIGTERM would make the node skip its graceful shutdown.)
+    pub fn wait_or_kill(&mut self, grace: Duration) -> (Option<ExitStatus>, bool) {
         if let Some(status) = self.wait(grace) {
             return (Some(status), false);
         }

@@ -14,8 +14,13 @@ use anyhow::Context;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-use troupe_actors::membership::{Membership, MembershipMsg, KEY_HTTP, KEY_VERSION};
+use troupe_actors::membership::{
+    Membership, MembershipMsg, StatsProbe, KEY_HTTP, KEY_LOAD, KEY_PLUGINS, KEY_QUEUE_DEPTH,
+    KEY_VERSION, KEY_WORKERS,
+};
 use troupe_actors::scheduler::ClusterLink;
+use troupe_actors::tasks::gauges::PoolGauges;
+use troupe_actors::tasks::kinds;
 use troupe_actors::tree::{self, NodeTreeConfig, MEMBERSHIP};
 
 use crate::config::{ClusterConfig, NodeEntry};
@@ -32,11 +37,28 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(15);
 /// Window shards under `node/ingest` until pipelines configure them.
 const INGEST_SHARDS: usize = 2;
 
+/// What membership gossips about this node every period: CPU load, and
+/// the worker pool's queue depth and size.
+fn node_stats(pool: Arc<PoolGauges>) -> StatsProbe {
+    let load = cpu_load_probe();
+    Arc::new(move || {
+        let mut stats = vec![
+            (KEY_QUEUE_DEPTH.to_owned(), pool.queued().to_string()),
+            (KEY_WORKERS.to_owned(), pool.size().to_string()),
+        ];
+        if let Some(load) = load() {
+            stats.push((KEY_LOAD.to_owned(), format!("{load:.3}")));
+        }
+        stats
+    })
+}
+
 /// Membership for node `entry`: gossip with every other configured node.
 fn membership(
     config: &ClusterConfig,
     entry: &NodeEntry,
     live: watch::Sender<Vec<String>>,
+    pool: &Arc<PoolGauges>,
 ) -> Membership {
     let interval = Duration::from_millis(config.cluster.gossip_interval_ms);
     let gossip = ChitchatGossip {
@@ -58,11 +80,12 @@ fn membership(
         published: vec![
             (KEY_HTTP.to_owned(), entry.http.to_string()),
             (KEY_VERSION.to_owned(), env!("CARGO_PKG_VERSION").to_owned()),
+            (KEY_PLUGINS.to_owned(), kinds::BUILTIN.join(",")),
         ],
         tick: interval,
         suspect_after: interval * 5,
         leave_linger: interval * 3,
-        load: Arc::new(cpu_load_probe()),
+        stats: node_stats(Arc::clone(pool)),
         live: Arc::new(live),
     }
 }
@@ -146,10 +169,11 @@ pub async fn run(
     let peer_listener = tokio::net::TcpListener::bind(entry.cluster)
         .await
         .with_context(|| format!("cannot listen for peers on {}", entry.cluster))?;
+    let pool = PoolGauges::new(config.workers.count);
     let tree_config = NodeTreeConfig {
         node_id: Arc::clone(&node_id),
         storage: Arc::clone(&storage_handle),
-        membership: membership(config, &entry, live_tx),
+        membership: membership(config, &entry, live_tx, &pool),
         cluster: ClusterLink {
             live: live_rx,
             replication: config.cluster.replication,
@@ -165,7 +189,8 @@ pub async fn run(
         fire: TaskRouter::fire_fn(&router),
         policy: config.supervision.policy(),
         shards: INGEST_SHARDS,
-        workers: config.workers.count,
+        pool,
+        stuck_after: config.workers.stuck_after(),
     };
     let mut node_tree = tree::start(&scope, &tree_config)
         .await

@@ -34,6 +34,15 @@ pub struct Member {
     /// Its process CPU use over the last publishing period, in cores (0.0–N).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub load: Option<f64>,
+    /// Task attempts waiting for one of its workers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue_depth: Option<u64>,
+    /// Size of its worker pool.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workers: Option<u64>,
+    /// Task kinds (plugins) it runs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub plugins: Vec<String>,
     /// Milliseconds since its heartbeat last advanced, as seen here (0 for self).
     pub last_heard_ms: u64,
 }

@@ -1,5 +1,7 @@
 //! The built-in task kinds, for real use and for testing the machinery:
-//! `echo`, `sleep {ms}`, `cpu {iterations}`, `fail {message}`, `panic`.
+//! `echo`, `sleep {ms}`, `cpu {iterations}`, `fail {message}`, `panic`, and
+//! `hang {ms}` (ignores its timeout and cancellation: a stuck worker, for
+//! testing the pool's stuck-worker check).
 //!
 //! Input is checked at submission (a 422 names the field); running honours
 //! the cancellation token, so timeouts and `DELETE` stop work promptly.
@@ -16,10 +18,13 @@ pub const MAX_SLEEP_MS: u64 = 3_600_000;
 pub const MAX_CPU_ITERATIONS: u64 = 10_000_000_000;
 
 /// Names of the built-in kinds.
-pub const BUILTIN: &[&str] = &["echo", "sleep", "cpu", "fail", "panic"];
+pub const BUILTIN: &[&str] = &["echo", "sleep", "cpu", "fail", "panic", "hang"];
 
 /// The kind a worker turns into a panic (its supervisor replaces it).
 pub const PANIC: &str = "panic";
+
+/// The kind that ties up its worker, deaf to timeout and cancel.
+pub const HANG: &str = "hang";
 
 fn field_u64(input: &Value, name: &str, max: u64) -> Result<u64, (String, String)> {
     let field = format!("input.{name}");
@@ -35,7 +40,7 @@ fn field_u64(input: &Value, name: &str, max: u64) -> Result<u64, (String, String
 /// Checks `input` for `kind`; `Err((field path, reason))`.
 pub fn validate(kind: &str, input: &Value) -> Result<(), (String, String)> {
     match kind {
-        "sleep" => field_u64(input, "ms", MAX_SLEEP_MS).map(|_| ()),
+        "sleep" | "hang" => field_u64(input, "ms", MAX_SLEEP_MS).map(|_| ()),
         "cpu" => field_u64(input, "iterations", MAX_CPU_ITERATIONS).map(|_| ()),
         "fail" => match input.get("message") {
             None | Some(Value::String(_)) => Ok(()),

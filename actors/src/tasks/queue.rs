@@ -14,6 +14,7 @@ use ractor::factory::queues::Queue;
 use ractor::factory::{DiscardHandler, Job};
 use troupe_protocol::Priority;
 
+use super::gauges::PoolGauges;
 use super::worker::TaskJob;
 
 /// Lanes in serving order, with their weights.
@@ -41,18 +42,19 @@ fn label(index: usize) -> &'static str {
 pub struct FairQueue {
     lanes: [VecDeque<Job<String, TaskJob>>; 4],
     credits: [u32; 4],
-}
-
-impl Default for FairQueue {
-    fn default() -> Self {
-        Self {
-            lanes: Default::default(),
-            credits: LANES.map(|(_, w)| w),
-        }
-    }
+    gauges: Arc<PoolGauges>,
 }
 
 impl FairQueue {
+    /// An empty queue that keeps the pool's `queued` figure.
+    pub fn new(gauges: Arc<PoolGauges>) -> Self {
+        Self {
+            lanes: Default::default(),
+            credits: LANES.map(|(_, w)| w),
+            gauges,
+        }
+    }
+
     /// The lane the next pop takes from.
     fn next_lane(&self) -> Option<usize> {
         let busy = |i: &usize| !self.lanes[*i].is_empty();
@@ -66,6 +68,7 @@ impl FairQueue {
     fn publish_depth(&self, index: usize) {
         metrics::gauge!("troupe_task_queue_depth", "priority" => label(index))
             .set(self.lanes[index].len() as f64);
+        self.gauges.set_queued(self.len());
     }
 }
 
@@ -145,7 +148,7 @@ mod tests {
 
     #[test]
     fn higher_priorities_go_first_fifo_within_a_lane() {
-        let mut queue = FairQueue::default();
+        let mut queue = FairQueue::new(PoolGauges::new(0));
         push(&mut queue, Priority::Low, 2);
         push(&mut queue, Priority::Critical, 2);
         push(&mut queue, Priority::Normal, 1);
@@ -158,7 +161,7 @@ mod tests {
 
     #[test]
     fn sustained_load_serves_every_lane_by_weight() {
-        let mut queue = FairQueue::default();
+        let mut queue = FairQueue::new(PoolGauges::new(0));
         for priority in [
             Priority::Critical,
             Priority::High,
@@ -183,7 +186,7 @@ mod tests {
 
     #[test]
     fn overload_sheds_the_lowest_priority_first() {
-        let mut queue = FairQueue::default();
+        let mut queue = FairQueue::new(PoolGauges::new(0));
         push(&mut queue, Priority::High, 1);
         push(&mut queue, Priority::Low, 1);
         assert_eq!(queue.discard_oldest().map(|j| j.key), Some("Low-0".into()));

@@ -7,6 +7,7 @@
 //! cancellation race the work in a `select!`, so `DELETE` reaches a
 //! running task without messaging a busy worker.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use ractor::factory::{FactoryMessage, Job, Worker, WorkerId};
@@ -15,6 +16,7 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use troupe_protocol::Priority;
 
+use super::gauges::PoolGauges;
 use super::kinds;
 use crate::directory::ActorDirectory;
 use crate::scheduler::SchedulerMsg;
@@ -125,8 +127,11 @@ impl TaskJob {
 }
 
 /// A worker of the task pool.
-#[derive(Debug, Clone, Copy)]
-pub struct TaskWorker;
+#[derive(Debug, Clone)]
+pub struct TaskWorker {
+    /// Counts this worker busy while it runs an attempt.
+    pub gauges: Arc<PoolGauges>,
+}
 
 impl Worker for TaskWorker {
     type Key = String;
@@ -158,6 +163,7 @@ impl Worker for TaskWorker {
             report,
             ..
         } = msg;
+        let _busy = self.gauges.busy_while();
         if let Some(report) = &report {
             report.started();
         }
@@ -165,6 +171,12 @@ impl Worker for TaskWorker {
             Outcome::Cancelled
         } else if kind == kinds::PANIC {
             panic!("task {key} asked its worker to panic");
+        } else if kind == kinds::HANG {
+            // Deaf to its timeout and to cancellation, like a plugin stuck
+            // in a call: only the pool's stuck-worker check ends it.
+            let ms = input.get("ms").and_then(Value::as_u64).unwrap_or(0);
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            Outcome::Succeeded(serde_json::json!({ "hung_ms": ms }))
         } else {
             let deadline = async {
                 match timeout {

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use troupe_tests::Cluster;
+use troupe_tests::{wait_until, Cluster};
 
 use crate::{start_converged, IDS};
 
@@ -44,6 +44,19 @@ fn submit_batches(
 fn tasks_spread_over_the_cluster_and_are_readable_from_any_node() {
     let mut cluster = Cluster::new(3, "");
     start_converged(&mut cluster);
+    // Each node gossips its pool: size, queue depth and the kinds it runs.
+    wait_until(Duration::from_secs(10), "pool figures gossiped", || {
+        let view = cluster.get("n1", "/v1/cluster").body;
+        view["members"].as_array().is_some_and(|members| {
+            members.iter().all(|m| {
+                m["workers"] == 4
+                    && m["queue_depth"].is_u64()
+                    && m["plugins"]
+                        .as_array()
+                        .is_some_and(|p| p.iter().any(|k| k == "sleep"))
+            })
+        })
+    });
     let accepted = submit_batches(&cluster, &IDS, 300, |i| json!({"kind": "echo", "input": i}));
     let owners: HashSet<&String> = accepted.values().collect();
     assert_eq!(owners.len(), 3, "every node owns some tasks");

@@ -227,6 +227,37 @@ fn the_worker_pool_resizes_at_run_time() {
     assert!(last_start < first_end, "all four ran at once: {spans:?}");
 }
 
+#[test]
+fn a_stuck_worker_is_replaced_and_its_attempt_counts_as_crashed() {
+    let mut cluster = Cluster::new(1, "[workers]\ncount = 1\nstuck_after_secs = 1\n");
+    cluster.start("n1", &[]);
+    // `hang` ignores its timeout and cancellation: only the pool's
+    // stuck-worker check can free the one worker.
+    let stuck = submit(
+        &cluster,
+        json!({"kind": "hang", "input": {"ms": 600000}, "timeout_ms": 100}),
+    );
+    let waiting = submit(&cluster, json!({"kind": "echo", "input": "after"}));
+    let metrics = cluster.get("n1", "/metrics").text;
+    assert!(metrics.contains("troupe_workers 1"), "{metrics}");
+    assert!(metrics.contains("troupe_workers_busy 1"), "{metrics}");
+
+    // The pool's heartbeat (every 10 s) finds the worker unanswering for
+    // over a second, kills it, and the attempt is reported crashed.
+    let record = await_state(&cluster, &stuck, "failed");
+    assert_eq!(
+        outcomes(&record),
+        ["crashed: the worker running it crashed"]
+    );
+    // The replacement worker serves the queue.
+    let record = await_state(&cluster, &waiting, "succeeded");
+    assert_eq!(record["result"], "after");
+    assert!(cluster
+        .get("n1", "/metrics")
+        .text
+        .contains("troupe_workers_busy 0"));
+}
+
 fn post(cluster: &Cluster, body: &Value) -> troupe_tests::Reply {
     cluster.post("n1", "/v1/tasks", &body.to_string())
 }
