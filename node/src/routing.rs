@@ -26,7 +26,7 @@ use troupe_actors::scheduler::{in_batch, validate, SchedulerError, SchedulerMsg}
 use troupe_actors::store::{StoreError, TaskStore};
 use troupe_actors::tree::SCHEDULER;
 use troupe_protocol::wire::{PeerReply, PeerRequest, PlacedTask};
-use troupe_protocol::{SubmitTask, TaskAccepted, TaskRecord};
+use troupe_protocol::{SubmitTask, TaskAccepted, TaskPage, TaskRecord, TaskState};
 
 use crate::http::ApiError;
 use crate::transport::Peers;
@@ -326,6 +326,81 @@ impl TaskRouter {
         }
     }
 
+    /// A page of the tasks this node owns.
+    async fn local_page(
+        &self,
+        after: Option<String>,
+        state: Option<TaskState>,
+        limit: usize,
+    ) -> Result<TaskPage, ApiError> {
+        self.ask(|reply| SchedulerMsg::List {
+            after,
+            state,
+            limit,
+            reply,
+        })
+        .await
+    }
+
+    /// A page of tasks across the cluster, in id (submission) order: every
+    /// live node's page after the cursor, merged. Each task is listed by
+    /// its owner; a node that does not answer fails the request rather
+    /// than leave a silent hole in the listing.
+    pub async fn list(
+        &self,
+        after: Option<String>,
+        state: Option<TaskState>,
+        limit: usize,
+    ) -> Result<TaskPage, ApiError> {
+        let live = self.live();
+        let pages = join_all(live.iter().map(|node| {
+            let after = after.clone();
+            async move {
+                if *node == *self.node_id {
+                    return self.local_page(after, state, limit).await;
+                }
+                match self
+                    .call(
+                        node,
+                        PeerRequest::List {
+                            after,
+                            state,
+                            limit,
+                        },
+                    )
+                    .await?
+                {
+                    PeerReply::Page { page } => Ok(page),
+                    _ => Err(unexpected(node)),
+                }
+            }
+        }))
+        .await;
+        let mut more = false;
+        let mut tasks: BTreeMap<String, TaskRecord> = BTreeMap::new();
+        for page in pages {
+            let page = page?;
+            more |= page.next_cursor.is_some();
+            for task in page.tasks {
+                // A node back from the dead may still list what another adopted.
+                let keep = tasks
+                    .get(&task.id)
+                    .is_none_or(|held| !held.state.is_terminal() && task.state.is_terminal());
+                if keep {
+                    tasks.insert(task.id.clone(), task);
+                }
+            }
+        }
+        more |= tasks.len() > limit;
+        let tasks: Vec<TaskRecord> = tasks.into_values().take(limit).collect();
+        let next_cursor = if more {
+            tasks.last().map(|t| t.id.clone())
+        } else {
+            None
+        };
+        Ok(TaskPage { tasks, next_cursor })
+    }
+
     /// Answers another node.
     pub async fn handle_peer(&self, request: PeerRequest) -> PeerReply {
         let answer = match request {
@@ -335,6 +410,14 @@ impl TaskRouter {
                 .map(|accepted| PeerReply::Accepted { accepted }),
             PeerRequest::Store { records } => self.store_replicas(records, true).await,
             PeerRequest::Update { records } => self.store_replicas(records, false).await,
+            PeerRequest::List {
+                after,
+                state,
+                limit,
+            } => self
+                .local_page(after, state, limit)
+                .await
+                .map(|page| PeerReply::Page { page }),
             PeerRequest::Get { id } => self.local(&id).await.map(|record| PeerReply::Task {
                 record: record.map(Box::new),
             }),

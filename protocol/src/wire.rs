@@ -6,7 +6,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{ErrorBody, ScheduleRecord, ScheduleStatus, SubmitTask, TaskAccepted, TaskRecord};
+use crate::{
+    ErrorBody, ScheduleRecord, ScheduleStatus, SubmitTask, TaskAccepted, TaskPage, TaskRecord,
+    TaskState,
+};
 
 /// First bytes of every connection's hello.
 pub const MAGIC: &str = "troupe-cluster";
@@ -71,6 +74,17 @@ pub enum PeerRequest {
         /// Task id.
         id: String,
     },
+    /// A page of the tasks the receiver owns.
+    List {
+        /// Ids after this one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        after: Option<String>,
+        /// Only tasks in this state.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        state: Option<TaskState>,
+        /// Page size.
+        limit: usize,
+    },
     /// Cancel a task the receiver owns.
     Cancel {
         /// Task id.
@@ -101,6 +115,11 @@ pub enum PeerReply {
     },
     /// Records stored.
     Stored,
+    /// A page of tasks.
+    Page {
+        /// The page.
+        page: TaskPage,
+    },
     /// Schedules held.
     Schedules {
         /// What the receiver holds.

@@ -68,15 +68,7 @@ pub(super) async fn list(
             other => return Err(ApiError::invalid(other, "unknown query parameter")),
         }
     }
-    let page = state
-        .router
-        .ask(|reply| SchedulerMsg::List {
-            after,
-            state: wanted,
-            limit,
-            reply,
-        })
-        .await?;
+    let page = state.router.list(after, wanted, limit).await?;
     Ok(HttpResponse::Ok().json(page))
 }
 

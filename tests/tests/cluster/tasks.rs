@@ -84,6 +84,22 @@ fn tasks_spread_over_the_cluster_and_are_readable_from_any_node() {
             "the owner ran it"
         );
     }
+    // Any node lists every task of the cluster, in pages, once each.
+    let mut listed = Vec::new();
+    let mut path = "/v1/tasks?limit=70".to_owned();
+    loop {
+        let page = cluster.get("n2", &path).body;
+        for task in page["tasks"].as_array().expect("tasks") {
+            listed.push(task["id"].as_str().expect("id").to_owned());
+        }
+        match page["next_cursor"].as_str() {
+            Some(cursor) => path = format!("/v1/tasks?limit=70&cursor={cursor}"),
+            None => break,
+        }
+    }
+    let expected: Vec<String> = accepted.keys().cloned().collect();
+    assert_eq!(listed, expected, "in submission order, none twice, none missing");
+
     // An idempotency key names one task cluster-wide, whichever node is asked.
     let first = cluster
         .post("n1", "/v1/tasks", r#"{"kind":"echo","key":"k-cluster"}"#)
