@@ -141,6 +141,18 @@ impl TaskRouter {
         }
     }
 
+    /// Asks `node` — this one too, through the handler peers use — so a
+    /// request to every live node is one loop.
+    async fn ask_node(&self, node: &str, request: PeerRequest) -> Result<PeerReply, ApiError> {
+        if node != &*self.node_id {
+            return self.call(node, request).await;
+        }
+        match self.handle_peer(request).await {
+            PeerReply::Error { status, body } => Err(ApiError::from_parts(status, body)),
+            reply => Ok(reply),
+        }
+    }
+
     /// Takes a submission on any node: checks, places, forwards, and
     /// answers once every task is durable on its replica set.
     pub async fn submit(
@@ -207,15 +219,10 @@ impl TaskRouter {
             .await?;
         // Durable here and on the replicas before the acknowledgement.
         // Concurrent submissions share sled's flush.
-        let store = Arc::clone(&self.store);
-        let flushed = async move {
-            match tokio::task::spawn_blocking(move || store.flush()).await {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(e)) => Err(ApiError::unavailable(e.to_string())),
-                Err(e) => Err(ApiError::unavailable(format!("flush failed: {e}"))),
-            }
-        };
-        tokio::try_join!(flushed, self.store_on_replicas(&created))?;
+        tokio::try_join!(
+            self.on_store(|store| store.flush()),
+            self.store_on_replicas(&created)
+        )?;
         Ok(accepted)
     }
 
@@ -354,22 +361,13 @@ impl TaskRouter {
     ) -> Result<TaskPage, ApiError> {
         let live = self.live();
         let pages = join_all(live.iter().map(|node| {
-            let after = after.clone();
+            let request = PeerRequest::List {
+                after: after.clone(),
+                state,
+                limit,
+            };
             async move {
-                if *node == *self.node_id {
-                    return self.local_page(after, state, limit).await;
-                }
-                match self
-                    .call(
-                        node,
-                        PeerRequest::List {
-                            after,
-                            state,
-                            limit,
-                        },
-                    )
-                    .await?
-                {
+                match self.ask_node(node, request).await? {
                     PeerReply::Page { page } => Ok(page),
                     _ => Err(unexpected(node)),
                 }
@@ -446,14 +444,26 @@ impl TaskRouter {
         })
     }
 
+    /// Runs `work` on the store off the async threads (sled blocks).
+    async fn on_store<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&dyn TaskStore) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let store = Arc::clone(&self.store);
+        match tokio::task::spawn_blocking(move || work(store.as_ref())).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) => Err(ApiError::unavailable(e.to_string())),
+            Err(e) => Err(ApiError::unavailable(format!("store work failed: {e}"))),
+        }
+    }
+
     /// Keeps records as a replica; `durable` flushes before replying.
     async fn store_replicas(
         &self,
         records: Vec<TaskRecord>,
         durable: bool,
     ) -> Result<PeerReply, ApiError> {
-        let store = Arc::clone(&self.store);
-        let write = move || -> Result<(), StoreError> {
+        self.on_store(move |store| {
             for record in records {
                 // Updates may arrive out of order: never step back from an end.
                 let stale = store
@@ -466,13 +476,9 @@ impl TaskRouter {
             if durable {
                 store.flush()?;
             }
-            Ok(())
-        };
-        match tokio::task::spawn_blocking(write).await {
-            Ok(Ok(())) => Ok(PeerReply::Stored),
-            Ok(Err(e)) => Err(ApiError::unavailable(e.to_string())),
-            Err(e) => Err(ApiError::unavailable(format!("replica write failed: {e}"))),
-        }
+            Ok(PeerReply::Stored)
+        })
+        .await
     }
 }
 

@@ -94,20 +94,11 @@ impl TaskRouter {
                 .map_or(0, |d| d.as_millis() as u64),
         };
         let stores = holders.iter().map(|node| {
-            let record = record.clone();
+            let request = PeerRequest::PutSchedule {
+                record: Box::new(record.clone()),
+            };
             async move {
-                if *node == *self.node_id {
-                    return self.hold_schedule(record).await;
-                }
-                match self
-                    .call(
-                        node,
-                        PeerRequest::PutSchedule {
-                            record: Box::new(record),
-                        },
-                    )
-                    .await?
-                {
+                match self.ask_node(node, request).await? {
                     PeerReply::Stored => Ok(()),
                     _ => Err(unexpected(node)),
                 }
@@ -147,10 +138,7 @@ impl TaskRouter {
     pub async fn list_schedules(&self) -> Result<Vec<ScheduleStatus>, ApiError> {
         let live = self.live();
         let answers = join_all(live.iter().map(|node| async move {
-            if *node == *self.node_id {
-                return self.held_schedules().await.map(|s| (node.clone(), s));
-            }
-            match self.call(node, PeerRequest::ListSchedules).await? {
+            match self.ask_node(node, PeerRequest::ListSchedules).await? {
                 PeerReply::Schedules { schedules } => Ok((node.clone(), schedules)),
                 _ => Err(unexpected(node)),
             }
@@ -177,11 +165,8 @@ impl TaskRouter {
     pub async fn delete_schedule(&self, id: &str) -> Result<(), ApiError> {
         let live = self.live();
         let answers = join_all(live.iter().map(|node| async move {
-            if *node == *self.node_id {
-                return self.drop_schedule(id.to_owned()).await;
-            }
             match self
-                .call(node, PeerRequest::DeleteSchedule { id: id.to_owned() })
+                .ask_node(node, PeerRequest::DeleteSchedule { id: id.to_owned() })
                 .await?
             {
                 PeerReply::Deleted { found } => Ok(found),

@@ -98,7 +98,10 @@ fn tasks_spread_over_the_cluster_and_are_readable_from_any_node() {
         }
     }
     let expected: Vec<String> = accepted.keys().cloned().collect();
-    assert_eq!(listed, expected, "in submission order, none twice, none missing");
+    assert_eq!(
+        listed, expected,
+        "in submission order, none twice, none missing"
+    );
 
     // An idempotency key names one task cluster-wide, whichever node is asked.
     let first = cluster
