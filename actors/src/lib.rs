@@ -8,6 +8,8 @@
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod directory;
+pub mod ingest;
+pub mod ingestor;
 pub mod membership;
 pub mod placeholder;
 pub mod placement;

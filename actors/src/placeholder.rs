@@ -1,5 +1,5 @@
 //! A supervised actor that holds a place in the tree for a role whose real
-//! implementation lands with a later issue (the ingestor and window shards).
+//! implementation lands with a later issue (the window shards).
 //!
 //! It is a real actor under a real supervisor — it starts, can be crashed and
 //! is restarted — so the tree, `/v1/actors` and fault injection have their

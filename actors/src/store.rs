@@ -7,7 +7,9 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use troupe_protocol::{ScheduleRecord, TaskRecord, TaskState};
+use std::collections::BTreeMap;
+
+use troupe_protocol::{Event, ScheduleRecord, TaskRecord, TaskState};
 
 /// A storage failure, with whether retrying can help.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -71,12 +73,56 @@ pub trait ScheduleStore: Send + Sync {
     fn all(&self) -> Result<Vec<ScheduleRecord>, StoreError>;
 }
 
+/// Which events a page holds.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EventFilter {
+    /// Only this source.
+    pub source: Option<String>,
+    /// Event time at or after this, ms since the Unix epoch.
+    pub from_ms: Option<u64>,
+    /// Event time before this.
+    pub to_ms: Option<u64>,
+}
+
+impl EventFilter {
+    /// Whether `event` passes.
+    pub fn admits(&self, event: &Event) -> bool {
+        self.source.as_ref().is_none_or(|s| *s == event.source)
+            && self.from_ms.is_none_or(|from| event.timestamp_ms >= from)
+            && self.to_ms.is_none_or(|to| event.timestamp_ms < to)
+    }
+}
+
+/// A node's event log: events in arrival order (offsets from 1), their ids
+/// for deduplication, and per-source counts.
+pub trait EventStore: Send + Sync {
+    /// The last offset written (0 for an empty log) and the per-source counts.
+    fn tail(&self) -> Result<(u64, BTreeMap<String, u64>), StoreError>;
+    /// Whether an event with this id is in the log.
+    fn contains(&self, event_id: &str) -> Result<bool, StoreError>;
+    /// Writes `events` (offsets assigned) and the new counts of the sources
+    /// they touch, all or nothing. Not durable until [`EventStore::flush`].
+    fn append(&self, events: &[Event], sources: &BTreeMap<String, u64>) -> Result<(), StoreError>;
+    /// Makes everything appended so far durable.
+    fn flush(&self) -> Result<(), StoreError>;
+    /// Up to `limit` events after offset `after` that `filter` admits, and
+    /// the cursor (last offset read) when more may follow. Reads lazily.
+    fn page(
+        &self,
+        after: u64,
+        filter: &EventFilter,
+        limit: usize,
+    ) -> Result<(Vec<Event>, Option<u64>), StoreError>;
+}
+
 /// One node's storage: opens the stores that actors use.
 pub trait Storage: Send + Sync {
     /// The task table.
     fn tasks(&self) -> Result<Arc<dyn TaskStore>, StoreError>;
     /// The schedules.
     fn schedules(&self) -> Result<Arc<dyn ScheduleStore>, StoreError>;
+    /// The event log.
+    fn events(&self) -> Result<Arc<dyn EventStore>, StoreError>;
     /// Whether the store answers (for `/ready`).
     fn check(&self) -> Result<(), StoreError>;
 }
@@ -104,38 +150,84 @@ pub fn paginate(
     (page, cursor)
 }
 
+/// Locks an in-memory store (a poisoned lock is an unavailable store).
+fn locked<T>(mutex: &Mutex<T>) -> Result<std::sync::MutexGuard<'_, T>, StoreError> {
+    mutex
+        .lock()
+        .map_err(|_| StoreError::Unavailable("lock poisoned".into()))
+}
+
 /// Storage in memory, for tests of actors.
 #[derive(Debug, Default, Clone)]
 pub struct MemoryStorage {
     tasks: Arc<MemoryTasks>,
     schedules: Arc<MemorySchedules>,
+    events: Arc<MemoryEvents>,
+}
+
+type EventLog = (Vec<Event>, BTreeMap<String, u64>);
+
+#[derive(Debug, Default)]
+struct MemoryEvents(Mutex<EventLog>);
+
+impl EventStore for MemoryEvents {
+    fn tail(&self) -> Result<(u64, BTreeMap<String, u64>), StoreError> {
+        let log = locked(&self.0)?;
+        Ok((log.0.last().map_or(0, |e| e.offset), log.1.clone()))
+    }
+
+    fn contains(&self, event_id: &str) -> Result<bool, StoreError> {
+        let log = locked(&self.0)?;
+        Ok(log.0.iter().any(|e| e.event_id == event_id))
+    }
+
+    fn append(&self, events: &[Event], sources: &BTreeMap<String, u64>) -> Result<(), StoreError> {
+        let mut log = locked(&self.0)?;
+        log.0.extend_from_slice(events);
+        log.1.extend(sources.iter().map(|(k, v)| (k.clone(), *v)));
+        Ok(())
+    }
+
+    fn flush(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    fn page(
+        &self,
+        after: u64,
+        filter: &EventFilter,
+        limit: usize,
+    ) -> Result<(Vec<Event>, Option<u64>), StoreError> {
+        let log = locked(&self.0)?;
+        let mut page: Vec<Event> = log
+            .0
+            .iter()
+            .filter(|e| e.offset > after && filter.admits(e))
+            .take(limit + 1)
+            .cloned()
+            .collect();
+        let more = page.len() > limit;
+        page.truncate(limit);
+        let cursor = more.then(|| page.last().map(|e| e.offset)).flatten();
+        Ok((page, cursor))
+    }
 }
 
 #[derive(Debug, Default)]
 struct MemorySchedules(Mutex<HashMap<String, ScheduleRecord>>);
 
-impl MemorySchedules {
-    fn lock(
-        &self,
-    ) -> Result<std::sync::MutexGuard<'_, HashMap<String, ScheduleRecord>>, StoreError> {
-        self.0
-            .lock()
-            .map_err(|_| StoreError::Unavailable("lock poisoned".into()))
-    }
-}
-
 impl ScheduleStore for MemorySchedules {
     fn put(&self, record: &ScheduleRecord) -> Result<(), StoreError> {
-        self.lock()?.insert(record.id.clone(), record.clone());
+        locked(&self.0)?.insert(record.id.clone(), record.clone());
         Ok(())
     }
 
     fn delete(&self, id: &str) -> Result<bool, StoreError> {
-        Ok(self.lock()?.remove(id).is_some())
+        Ok(locked(&self.0)?.remove(id).is_some())
     }
 
     fn all(&self) -> Result<Vec<ScheduleRecord>, StoreError> {
-        Ok(self.lock()?.values().cloned().collect())
+        Ok(locked(&self.0)?.values().cloned().collect())
     }
 }
 
@@ -153,6 +245,10 @@ impl Storage for MemoryStorage {
         Ok(self.schedules.clone())
     }
 
+    fn events(&self) -> Result<Arc<dyn EventStore>, StoreError> {
+        Ok(self.events.clone())
+    }
+
     fn check(&self) -> Result<(), StoreError> {
         Ok(())
     }
@@ -160,17 +256,9 @@ impl Storage for MemoryStorage {
 
 type MemoryMaps = (HashMap<String, TaskRecord>, HashMap<String, String>);
 
-impl MemoryTasks {
-    fn lock(&self) -> Result<std::sync::MutexGuard<'_, MemoryMaps>, StoreError> {
-        self.records
-            .lock()
-            .map_err(|_| StoreError::Unavailable("lock poisoned".into()))
-    }
-}
-
 impl TaskStore for MemoryTasks {
     fn insert_new(&self, record: &TaskRecord) -> Result<Inserted, StoreError> {
-        let mut guard = self.lock()?;
+        let mut guard = locked(&self.records)?;
         let (by_id, by_key) = &mut *guard;
         if let Some(existing) = by_key.get(&record.key).and_then(|id| by_id.get(id)) {
             return Ok(Inserted::Existing(Box::new(existing.clone())));
@@ -181,7 +269,7 @@ impl TaskStore for MemoryTasks {
     }
 
     fn get(&self, id: &str) -> Result<Option<TaskRecord>, StoreError> {
-        Ok(self.lock()?.0.get(id).cloned())
+        Ok(locked(&self.records)?.0.get(id).cloned())
     }
 
     fn flush(&self) -> Result<(), StoreError> {
@@ -195,7 +283,7 @@ impl TaskStore for MemoryTasks {
         owner: Option<&str>,
         limit: usize,
     ) -> Result<(Vec<TaskRecord>, Option<String>), StoreError> {
-        let guard = self.lock()?;
+        let guard = locked(&self.records)?;
         let mut ids: Vec<&String> = guard
             .0
             .keys()
@@ -211,15 +299,14 @@ impl TaskStore for MemoryTasks {
     }
 
     fn put(&self, record: &TaskRecord) -> Result<(), StoreError> {
-        let mut guard = self.lock()?;
+        let mut guard = locked(&self.records)?;
         guard.1.insert(record.key.clone(), record.id.clone());
         guard.0.insert(record.id.clone(), record.clone());
         Ok(())
     }
 
     fn matching(&self, keep: &dyn Fn(&TaskRecord) -> bool) -> Result<Vec<TaskRecord>, StoreError> {
-        Ok(self
-            .lock()?
+        Ok(locked(&self.records)?
             .0
             .values()
             .filter(|r| keep(r))

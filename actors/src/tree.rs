@@ -23,6 +23,7 @@ use ractor::{Actor, ActorRef, SpawnErr};
 use tokio::task::JoinHandle;
 
 use crate::directory::{ActorDirectory, ActorPath};
+use crate::ingestor::Ingestor;
 use crate::membership::Membership;
 use crate::placeholder::Placeholder;
 use crate::plugins::PluginRegistry;
@@ -44,6 +45,8 @@ pub const SCHEDULER: &str = "node/scheduler/table";
 pub const WORKERS: &str = "node/scheduler/workers";
 /// Path of the membership actor.
 pub const MEMBERSHIP: &str = "node/membership";
+/// Path of the ingestor.
+pub const INGESTOR: &str = "node/ingest/ingestor";
 /// Path of the schedules actor.
 pub const SCHEDULES: &str = "node/schedules";
 /// Path of the plugin registry.
@@ -129,11 +132,10 @@ fn node_children(config: &NodeTreeConfig, directory: &ActorDirectory) -> Vec<Chi
         live: config.cluster.live.clone(),
         fire: Arc::clone(&config.fire),
     };
-    let mut ingest = vec![ChildSpec::worker(
-        "ingestor",
-        Placeholder { role: "ingestor" },
-        || (),
-    )];
+    let ingestor = Ingestor {
+        storage: Arc::clone(&config.storage),
+    };
+    let mut ingest = vec![ChildSpec::worker("ingestor", ingestor, || ())];
     ingest.extend((0..config.shards).map(|k| {
         ChildSpec::worker(
             format!("shard-{k}"),

@@ -43,6 +43,9 @@ pub struct ClusterConfig {
     /// `[workers]`: the local worker pool.
     #[serde(default)]
     pub workers: WorkersSection,
+    /// `[ingest]`: event ingestion limits.
+    #[serde(default)]
+    pub ingest: IngestSection,
     /// `[debug]`: switches for testing and demos.
     #[serde(default)]
     pub debug: DebugSection,
@@ -176,6 +179,29 @@ impl WorkersSection {
     /// The stuck-worker limit.
     pub fn stuck_after(&self) -> Duration {
         Duration::from_secs(self.stuck_after_secs)
+    }
+}
+
+/// `[ingest]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngestSection {
+    /// Largest body of one ingestion request, MiB (an NDJSON stream is
+    /// read as it arrives, so this bounds the request, not memory; a JSON
+    /// document is parsed whole and is also held to 64 MiB).
+    pub max_body_mb: u64,
+}
+
+impl Default for IngestSection {
+    fn default() -> Self {
+        Self { max_body_mb: 4096 }
+    }
+}
+
+impl IngestSection {
+    /// The body limit in bytes.
+    pub fn max_body(&self) -> usize {
+        usize::try_from(self.max_body_mb.saturating_mul(1 << 20)).unwrap_or(usize::MAX)
     }
 }
 
@@ -316,6 +342,9 @@ impl ClusterConfig {
                     troupe_actors::scheduler::MAX_WORKERS
                 ),
             ));
+        }
+        if self.ingest.max_body_mb == 0 {
+            return bad("ingest.max_body_mb", "must be at least 1");
         }
         if self.workers.stuck_after_secs == 0 {
             return bad("workers.stuck_after_secs", "must be at least 1");

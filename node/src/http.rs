@@ -7,6 +7,7 @@
 mod actors;
 mod cluster;
 mod error;
+mod events;
 mod health;
 mod json;
 mod schedules;
@@ -20,7 +21,7 @@ use actix_web::web;
 use metrics_exporter_prometheus::PrometheusHandle;
 use ractor::ActorRef;
 use troupe_actors::directory::ActorDirectory;
-use troupe_actors::store::Storage;
+use troupe_actors::store::{EventStore, Storage};
 use troupe_actors::supervisor::SupervisorMsg;
 
 pub use error::ApiError;
@@ -44,10 +45,23 @@ pub struct AppState {
     pub storage: Arc<dyn Storage>,
     /// Routes task requests to their owners.
     pub router: Arc<crate::routing::TaskRouter>,
+    /// The event log, for flushing before an ingestion is acknowledged.
+    pub events: Arc<dyn EventStore>,
+    /// Largest ingestion body, bytes.
+    pub ingest_limit: usize,
     /// Whether `POST /v1/actors/{path}/crash` is allowed.
     pub fault_injection: bool,
     /// Renders `/metrics`.
     pub metrics: PrometheusHandle,
+}
+
+/// The `limit` query parameter of a paged listing: 1 to `max`.
+fn page_limit(value: &str, max: usize) -> Result<usize, ApiError> {
+    value
+        .parse()
+        .ok()
+        .filter(|n| (1..=max).contains(n))
+        .ok_or_else(|| ApiError::invalid("limit", format!("must be from 1 to {max}")))
 }
 
 /// Registers every route.
@@ -62,6 +76,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/v1/tasks", web::get().to(tasks::list))
         .route("/v1/tasks/{id}", web::get().to(tasks::get))
         .route("/v1/tasks/{id}", web::delete().to(tasks::cancel))
+        .route("/v1/events", web::post().to(events::ingest))
+        .route("/v1/events", web::get().to(events::list))
+        .route("/webhook/ingest", web::post().to(events::webhook_one))
+        .route("/webhook/batch", web::post().to(events::webhook_batch))
+        .route("/stats", web::get().to(events::stats))
         .route("/v1/schedules", web::post().to(schedules::create))
         .route("/v1/schedules", web::get().to(schedules::list))
         .route("/v1/schedules/{id}", web::get().to(schedules::get))

@@ -216,6 +216,8 @@ pub async fn run(
         directory: node_tree.directory.clone(),
         storage: tree_config.storage.clone(),
         router,
+        events: storage_handle.events()?,
+        ingest_limit: config.ingest.max_body(),
         fault_injection: options.fault_injection || config.debug.fault_injection,
         metrics: metrics.clone(),
     });

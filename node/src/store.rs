@@ -12,8 +12,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
-use troupe_actors::store::{paginate, Inserted, ScheduleStore, Storage, StoreError, TaskStore};
-use troupe_protocol::{ScheduleRecord, TaskRecord, TaskState};
+use std::collections::BTreeMap;
+
+use troupe_actors::store::{
+    paginate, EventFilter, EventStore, Inserted, ScheduleStore, Storage, StoreError, TaskStore,
+};
+use troupe_protocol::{Event, ScheduleRecord, TaskRecord, TaskState};
 
 /// Why the store could not be opened at all.
 #[derive(Debug, thiserror::Error)]
@@ -106,11 +110,111 @@ impl Storage for SledStorage {
         }))
     }
 
+    fn events(&self) -> Result<Arc<dyn EventStore>, StoreError> {
+        Ok(Arc::new(SledEvents {
+            db: self.db.clone(),
+            tree: self.db.open_tree("events").map_err(unavailable)?,
+        }))
+    }
+
     fn check(&self) -> Result<(), StoreError> {
         self.db
             .get(b"__ready_probe")
             .map(|_| ())
             .map_err(unavailable)
+    }
+}
+
+/// The event log in one tree, so that a batch (events, ids, counts) is one
+/// atomic `apply_batch`: `e` + offset (big-endian) → event, `i` + id →
+/// offset, `s` + source → count.
+struct SledEvents {
+    db: sled::Db,
+    tree: sled::Tree,
+}
+
+fn event_key(offset: u64) -> [u8; 9] {
+    let mut key = [b'e'; 9];
+    key[1..].copy_from_slice(&offset.to_be_bytes());
+    key
+}
+
+fn prefixed(prefix: u8, name: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(name.len() + 1);
+    key.push(prefix);
+    key.extend_from_slice(name.as_bytes());
+    key
+}
+
+fn be_u64(bytes: &[u8]) -> u64 {
+    bytes.try_into().map(u64::from_be_bytes).unwrap_or_default()
+}
+
+impl EventStore for SledEvents {
+    fn tail(&self) -> Result<(u64, BTreeMap<String, u64>), StoreError> {
+        let last = self
+            .tree
+            .scan_prefix(b"e")
+            .next_back()
+            .transpose()
+            .map_err(unavailable)?
+            .map_or(0, |(key, _)| be_u64(&key[1..]));
+        let mut sources = BTreeMap::new();
+        for entry in self.tree.scan_prefix(b"s") {
+            let (key, count) = entry.map_err(unavailable)?;
+            sources.insert(
+                String::from_utf8_lossy(&key[1..]).into_owned(),
+                be_u64(&count),
+            );
+        }
+        Ok((last, sources))
+    }
+
+    fn contains(&self, event_id: &str) -> Result<bool, StoreError> {
+        self.tree
+            .contains_key(prefixed(b'i', event_id))
+            .map_err(unavailable)
+    }
+
+    fn append(&self, events: &[Event], sources: &BTreeMap<String, u64>) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        for event in events {
+            let bytes = serde_json::to_vec(event).map_err(unavailable)?;
+            batch.insert(&event_key(event.offset), bytes);
+            batch.insert(prefixed(b'i', &event.event_id), &event.offset.to_be_bytes());
+        }
+        for (source, count) in sources {
+            batch.insert(prefixed(b's', source), &count.to_be_bytes());
+        }
+        self.tree.apply_batch(batch).map_err(unavailable)
+    }
+
+    fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush().map(|_| ()).map_err(unavailable)
+    }
+
+    fn page(
+        &self,
+        after: u64,
+        filter: &EventFilter,
+        limit: usize,
+    ) -> Result<(Vec<Event>, Option<u64>), StoreError> {
+        let mut page = Vec::new();
+        let start = event_key(after.saturating_add(1));
+        let end = event_key(u64::MAX);
+        for entry in self.tree.range(start..=end) {
+            let (key, bytes) = entry.map_err(unavailable)?;
+            let event: Event = decode(&format!("event {}", be_u64(&key[1..])), &bytes)?;
+            if !filter.admits(&event) {
+                continue;
+            }
+            if page.len() == limit {
+                let cursor = page.last().map(|e: &Event| e.offset);
+                return Ok((page, cursor));
+            }
+            page.push(event);
+        }
+        Ok((page, None))
     }
 }
 

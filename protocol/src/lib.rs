@@ -8,6 +8,7 @@
 pub mod actors;
 pub mod cluster;
 pub mod error;
+pub mod events;
 pub mod health;
 pub mod schedules;
 pub mod tasks;
@@ -16,6 +17,7 @@ pub mod wire;
 pub use actors::{ActorNode, ActorStatus, Failure};
 pub use cluster::{ClusterView, Member, MemberState};
 pub use error::ErrorBody;
+pub use events::{Event, EventIn, EventPage, EventTime, IngestReply, IngestStats};
 pub use health::{Health, Readiness};
 pub use schedules::{CreateSchedule, ScheduleRecord, ScheduleStatus};
 pub use tasks::{

@@ -257,12 +257,17 @@ impl Cluster {
         reply(self.agent.get(&format!("{}{path}", self.url(id))).call())
     }
 
-    /// POST a raw body to `path` on node `id`.
+    /// POST a raw JSON body to `path` on node `id`.
     pub fn post(&self, id: &str, path: &str, body: &str) -> Reply {
+        self.post_as(id, path, "application/json", body)
+    }
+
+    /// POST a raw body of `content_type` to `path` on node `id`.
+    pub fn post_as(&self, id: &str, path: &str, content_type: &str, body: &str) -> Reply {
         reply(
             self.agent
                 .post(&format!("{}{path}", self.url(id)))
-                .set("Content-Type", "application/json")
+                .set("Content-Type", content_type)
                 .send_string(body),
         )
     }

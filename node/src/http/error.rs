@@ -64,6 +64,12 @@ impl ApiError {
 }
 
 impl ApiError {
+    /// The same error with `context` put before its detail.
+    pub fn context(mut self, context: impl std::fmt::Display) -> Self {
+        self.detail = format!("{context}: {}", self.detail);
+        self
+    }
+
     /// The status and body, to send to a peer that asked on a client's behalf.
     pub fn to_parts(&self) -> (u16, ErrorBody) {
         (

@@ -12,13 +12,14 @@ use super::ApiError;
 /// Largest JSON body accepted by typed endpoints.
 pub(super) const MAX_BODY: usize = 1 << 20;
 
-/// Reads the whole body, up to [`MAX_BODY`]; beyond it a 413 in our error
-/// shape (actix's own limit answers in plain text).
-pub(super) async fn read_body(payload: web::Payload) -> Result<web::Bytes, ApiError> {
-    match payload.to_bytes_limited(MAX_BODY).await {
+/// Reads the whole body, up to `limit` bytes ([`MAX_BODY`] for typed
+/// endpoints); beyond it a 413 in our error shape (actix's own limit
+/// answers in plain text).
+pub(super) async fn read_body(payload: web::Payload, limit: usize) -> Result<web::Bytes, ApiError> {
+    match payload.to_bytes_limited(limit).await {
         Ok(Ok(body)) => Ok(body),
         Ok(Err(e)) => Err(ApiError::malformed(format!("could not read the body: {e}"))),
-        Err(_) => Err(ApiError::too_large(format!("body over {MAX_BODY} bytes"))),
+        Err(_) => Err(ApiError::too_large(format!("body over {limit} bytes"))),
     }
 }
 

@@ -4,14 +4,14 @@
 use actix_web::{web, HttpResponse};
 use troupe_protocol::CreateSchedule;
 
-use super::json::{parse, read_body};
+use super::json::{parse, read_body, MAX_BODY};
 use super::{ApiError, AppState};
 
 pub(super) async fn create(
     state: web::Data<AppState>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let create: CreateSchedule = parse(&read_body(payload).await?)?;
+    let create: CreateSchedule = parse(&read_body(payload, MAX_BODY).await?)?;
     let status = state.router.create_schedule(create).await?;
     Ok(HttpResponse::Created().json(status))
 }

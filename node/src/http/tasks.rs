@@ -7,14 +7,14 @@ use actix_web::{web, HttpResponse};
 use troupe_actors::scheduler::{SchedulerMsg, MAX_PAGE};
 use troupe_protocol::{SubmitTask, TaskState, Workers};
 
-use super::json::{parse, read_body};
-use super::{ApiError, AppState};
+use super::json::{parse, read_body, MAX_BODY};
+use super::{page_limit, ApiError, AppState};
 
 pub(super) async fn submit(
     state: web::Data<AppState>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let body = read_body(payload).await?;
+    let body = read_body(payload, MAX_BODY).await?;
     let batch = body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[');
     let tasks: Vec<SubmitTask> = if batch {
         parse(&body)?
@@ -56,15 +56,7 @@ pub(super) async fn list(
                 )
             }
             "cursor" => after = Some(value),
-            "limit" => {
-                limit = value
-                    .parse()
-                    .ok()
-                    .filter(|n| (1..=MAX_PAGE).contains(n))
-                    .ok_or_else(|| {
-                        ApiError::invalid("limit", format!("must be from 1 to {MAX_PAGE}"))
-                    })?
-            }
+            "limit" => limit = page_limit(&value, MAX_PAGE)?,
             other => return Err(ApiError::invalid(other, "unknown query parameter")),
         }
     }
@@ -102,7 +94,7 @@ pub(super) async fn resize(
     state: web::Data<AppState>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let Workers { count } = parse(&read_body(payload).await?)?;
+    let Workers { count } = parse(&read_body(payload, MAX_BODY).await?)?;
     let count = state
         .router
         .ask(|reply| SchedulerMsg::SetWorkers(count, reply))

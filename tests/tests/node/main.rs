@@ -4,5 +4,6 @@
 mod api;
 mod cluster_up;
 mod durability;
+mod events;
 mod supervision;
 mod tasks;

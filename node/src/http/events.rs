@@ -1,0 +1,283 @@
+//! `POST /v1/events` (one event, a JSON array, or an NDJSON stream),
+//! `GET /v1/events` (paged), `GET /stats`, and the webhook aliases
+//! `POST /webhook/ingest` (one event) and `POST /webhook/batch` (an array).
+//!
+//! A JSON document is validated whole before anything is written: one bad
+//! event in an array is a 422 naming it (`[3].source`) and nothing is
+//! applied. An NDJSON body is parsed line by line as it arrives, in chunks
+//! of [`CHUNK`] events, so memory does not grow with the body: a bad line
+//! ends the request with 400 (malformed JSON: line and byte offset) or 422
+//! (a bad event: line and field), and the events before it are kept — the
+//! error says how many — so a client resends from the line after. Either
+//! way, what the reply counts as accepted is flushed to the event log
+//! before the reply.
+
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use futures::StreamExt;
+use ractor::rpc::CallResult;
+use troupe_actors::ingest::{admit, Admitted};
+use troupe_actors::ingestor::IngestorMsg;
+use troupe_actors::store::EventFilter;
+use troupe_actors::tree::INGESTOR;
+use troupe_protocol::{EventIn, EventPage, IngestReply};
+
+use super::json::{parse, read_body};
+use super::{page_limit, ApiError, AppState};
+
+/// Events handed to the ingestor at a time while an NDJSON body streams.
+pub const CHUNK: usize = 2_048;
+/// Largest JSON (not NDJSON) document: it is parsed whole.
+const MAX_JSON_DOCUMENT: usize = 64 << 20;
+/// How long the ingestor may take to answer.
+const INGESTOR_TIMEOUT: Duration = Duration::from_secs(30);
+/// Largest page of `GET /v1/events`.
+const MAX_PAGE: usize = 1_000;
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+async fn ask<T: Send + 'static>(
+    state: &AppState,
+    build: impl FnOnce(ractor::RpcReplyPort<T>) -> IngestorMsg,
+) -> Result<T, ApiError> {
+    let ingestor = state
+        .directory
+        .get::<IngestorMsg>(INGESTOR)
+        .ok_or_else(|| ApiError::unavailable("the ingestor is restarting"))?;
+    match ingestor.call(build, Some(INGESTOR_TIMEOUT)).await {
+        Ok(CallResult::Success(answer)) => Ok(answer),
+        _ => Err(ApiError::unavailable("the ingestor did not answer")),
+    }
+}
+
+/// Appends a batch (all or nothing); not yet flushed.
+async fn append(state: &AppState, batch: Vec<Admitted>) -> Result<IngestReply, ApiError> {
+    if batch.is_empty() {
+        return Ok(IngestReply::default());
+    }
+    ask(state, |reply| IngestorMsg::Append(batch, reply))
+        .await?
+        .map_err(|e| ApiError::unavailable(e.to_string()))
+}
+
+/// Makes what was appended durable (off the async threads: sled blocks).
+async fn flush(state: &AppState) -> Result<(), ApiError> {
+    let log = std::sync::Arc::clone(&state.events);
+    match tokio::task::spawn_blocking(move || log.flush()).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(ApiError::unavailable(e.to_string())),
+        Err(e) => Err(ApiError::unavailable(format!("flush failed: {e}"))),
+    }
+}
+
+fn admitted(input: EventIn, now: u64, at: &str) -> Result<Admitted, ApiError> {
+    admit(input, now).map_err(|(field, reason)| ApiError::invalid(format!("{at}{field}"), reason))
+}
+
+/// The document shapes an endpoint takes.
+#[derive(Clone, Copy, PartialEq)]
+enum Shape {
+    One,
+    Many,
+    Either,
+}
+
+async fn document(
+    state: &AppState,
+    payload: web::Payload,
+    shape: Shape,
+) -> Result<HttpResponse, ApiError> {
+    let body = read_body(payload, state.ingest_limit.min(MAX_JSON_DOCUMENT)).await?;
+    let is_array = body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[');
+    let now = now_ms();
+    let batch = match (is_array, shape) {
+        (true, Shape::One) => {
+            return Err(ApiError::invalid(
+                "(body)",
+                "one event here; send arrays to /webhook/batch",
+            ))
+        }
+        (false, Shape::Many) => return Err(ApiError::invalid("(body)", "an array of events here")),
+        (true, _) => {
+            let inputs: Vec<EventIn> = parse(&body)?;
+            if inputs.is_empty() {
+                return Err(ApiError::invalid("(body)", "the batch is empty"));
+            }
+            inputs
+                .into_iter()
+                .enumerate()
+                .map(|(i, input)| admitted(input, now, &format!("[{i}].")))
+                .collect::<Result<Vec<_>, _>>()?
+        }
+        (false, _) => vec![admitted(parse(&body)?, now, "")?],
+    };
+    let reply = append(state, batch).await?;
+    flush(state).await?;
+    Ok(HttpResponse::Accepted().json(reply))
+}
+
+/// Parses and checks one NDJSON line (1-based `line`, starting at byte `at`).
+fn ndjson_line(bytes: &[u8], line: u64, at: u64, now: u64) -> Result<Option<Admitted>, ApiError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    let place = format!("line {line} (byte offset {at})");
+    let input: EventIn = parse(bytes).map_err(|e| e.context(&place))?;
+    admit(input, now)
+        .map(Some)
+        .map_err(|(field, reason)| ApiError::invalid(field, format!("{place}: {reason}")))
+}
+
+async fn ndjson(state: &AppState, mut payload: web::Payload) -> Result<HttpResponse, ApiError> {
+    let limit = state.ingest_limit as u64;
+    let mut reply = IngestReply::default();
+    let mut pending: Vec<Admitted> = Vec::with_capacity(CHUNK);
+    let mut carry: Vec<u8> = Vec::new();
+    let mut carry_at: u64 = 0;
+    let mut line: u64 = 0;
+    let mut received: u64 = 0;
+    let mut failure: Option<ApiError> = None;
+    'body: loop {
+        let next = payload.next().await;
+        let last = next.is_none();
+        match next {
+            Some(Ok(bytes)) => {
+                received += bytes.len() as u64;
+                if received > limit {
+                    failure = Some(ApiError::too_large(format!("body over {limit} bytes")));
+                    break;
+                }
+                carry.extend_from_slice(&bytes);
+            }
+            Some(Err(e)) => {
+                failure = Some(ApiError::malformed(format!("could not read the body: {e}")));
+                break;
+            }
+            None => {}
+        }
+        let now = now_ms();
+        let mut start = 0;
+        loop {
+            let end = match carry[start..].iter().position(|b| *b == b'\n') {
+                Some(n) => start + n,
+                None if last && start < carry.len() => carry.len(),
+                None => break,
+            };
+            line += 1;
+            match ndjson_line(&carry[start..end], line, carry_at + start as u64, now) {
+                Ok(Some(event)) => pending.push(event),
+                Ok(None) => {}
+                Err(e) => {
+                    failure = Some(e);
+                    break 'body;
+                }
+            }
+            start = (end + 1).min(carry.len());
+            if pending.len() >= CHUNK {
+                reply.absorb(append(state, std::mem::take(&mut pending)).await?);
+            }
+        }
+        carry.drain(..start);
+        carry_at += start as u64;
+        if last {
+            break;
+        }
+    }
+    // What came before a bad line is kept: the client resends after it.
+    reply.absorb(append(state, pending).await?);
+    flush(state).await?;
+    match failure {
+        Some(error) => Err(error.context(format!(
+            "{} events before it were accepted ({} duplicates)",
+            reply.accepted, reply.duplicate
+        ))),
+        None => Ok(HttpResponse::Accepted().json(reply)),
+    }
+}
+
+fn is_ndjson(req: &HttpRequest) -> bool {
+    req.headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/x-ndjson"))
+}
+
+pub(super) async fn ingest(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    if is_ndjson(&req) {
+        return ndjson(&state, payload).await;
+    }
+    document(&state, payload, Shape::Either).await
+}
+
+pub(super) async fn webhook_one(
+    state: web::Data<AppState>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    document(&state, payload, Shape::One).await
+}
+
+pub(super) async fn webhook_batch(
+    state: web::Data<AppState>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    document(&state, payload, Shape::Many).await
+}
+
+pub(super) async fn stats(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(ask(&state, IngestorMsg::Stats).await?))
+}
+
+/// A time bound: ms since the epoch or RFC 3339.
+fn time_bound(field: &str, value: &str) -> Result<u64, ApiError> {
+    value
+        .parse::<u64>()
+        .ok()
+        .or_else(|| {
+            chrono::DateTime::parse_from_rfc3339(value)
+                .ok()
+                .and_then(|t| u64::try_from(t.timestamp_millis()).ok())
+        })
+        .ok_or_else(|| ApiError::invalid(field, "must be ms since the Unix epoch or RFC 3339"))
+}
+
+pub(super) async fn list(
+    state: web::Data<AppState>,
+    query: web::Query<HashMap<String, String>>,
+) -> Result<HttpResponse, ApiError> {
+    let mut filter = EventFilter::default();
+    let mut after = 0;
+    let mut limit = 100;
+    for (key, value) in query.into_inner() {
+        match key.as_str() {
+            "source" => filter.source = Some(value),
+            "from" => filter.from_ms = Some(time_bound("from", &value)?),
+            "to" => filter.to_ms = Some(time_bound("to", &value)?),
+            "cursor" => {
+                after = value
+                    .parse()
+                    .map_err(|_| ApiError::invalid("cursor", "not a cursor from a previous page"))?
+            }
+            "limit" => limit = page_limit(&value, MAX_PAGE)?,
+            other => return Err(ApiError::invalid(other, "unknown query parameter")),
+        }
+    }
+    let page: EventPage = ask(&state, |reply| IngestorMsg::Page {
+        after,
+        filter,
+        limit,
+        reply,
+    })
+    .await?
+    .map_err(|e| ApiError::unavailable(e.to_string()))?;
+    Ok(HttpResponse::Ok().json(page))
+}

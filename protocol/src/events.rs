@@ -1,0 +1,107 @@
+//! Events: what `POST /v1/events` takes, what the event log keeps, and the
+//! replies of ingestion, `GET /v1/events` and `GET /stats`.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// An event as a client sends it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventIn {
+    /// Unique id; events are deduplicated by it. Generated when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_id: Option<String>,
+    /// Where it comes from (a device, a service); watermarks are per source.
+    pub source: String,
+    /// What happened; pipelines filter on it.
+    pub event_type: String,
+    /// Event time: ms since the Unix epoch, or an RFC 3339 string. The
+    /// arrival time when absent (the reply counts those).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timestamp: Option<EventTime>,
+    /// The payload.
+    pub data: Map<String, Value>,
+}
+
+/// Event time as sent: a number of ms or an RFC 3339 string.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum EventTime {
+    /// Milliseconds since the Unix epoch.
+    Millis(u64),
+    /// RFC 3339, e.g. `2026-11-23T12:00:00Z`.
+    Text(String),
+}
+
+/// An event as the log keeps it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// Position in this node's event log (from 1).
+    pub offset: u64,
+    /// Unique id.
+    pub event_id: String,
+    /// Where it comes from.
+    pub source: String,
+    /// What happened.
+    pub event_type: String,
+    /// Event time, ms since the Unix epoch.
+    pub timestamp_ms: u64,
+    /// When this node received it, ms since the Unix epoch.
+    pub received_at_ms: u64,
+    /// The payload.
+    pub data: Map<String, Value>,
+}
+
+/// Reply to an ingestion (202).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IngestReply {
+    /// New events now in the event log.
+    pub accepted: u64,
+    /// Events whose id the log already had (nothing written for them).
+    pub duplicate: u64,
+    /// Accepted events that had no `event_id` and were given one.
+    pub ids_assigned: u64,
+    /// Accepted events that had no `timestamp`: their event time is their
+    /// arrival time.
+    pub timestamps_assigned: u64,
+    /// Log offsets of the accepted events, first and last.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offsets: Option<(u64, u64)>,
+}
+
+impl IngestReply {
+    /// Adds the counts of a later part of the same request.
+    pub fn absorb(&mut self, later: IngestReply) {
+        self.accepted += later.accepted;
+        self.duplicate += later.duplicate;
+        self.ids_assigned += later.ids_assigned;
+        self.timestamps_assigned += later.timestamps_assigned;
+        self.offsets = match (self.offsets, later.offsets) {
+            (Some((first, _)), Some((_, last))) => Some((first, last)),
+            (mine, theirs) => mine.or(theirs),
+        };
+    }
+}
+
+/// A page of `GET /v1/events`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventPage {
+    /// Events in log order.
+    pub events: Vec<Event>,
+    /// Pass as `cursor` for the next page; absent on the last one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+/// `GET /stats`: what this node ingested.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IngestStats {
+    /// Events in the log.
+    pub events: u64,
+    /// Duplicates refused since the node started.
+    pub duplicates: u64,
+    /// Events in the log per source.
+    pub sources: BTreeMap<String, u64>,
+}

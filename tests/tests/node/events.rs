@@ -1,0 +1,233 @@
+//! Event ingestion over HTTP: one event, arrays, NDJSON streams; the
+//! errors; deduplication; durability across SIGKILL.
+
+use std::fmt::Write as _;
+
+use serde_json::{json, Value};
+use troupe_tests::{Cluster, Reply};
+
+fn ndjson(cluster: &Cluster, path: &str, body: &str) -> Reply {
+    cluster.post_as("n1", path, "application/x-ndjson", body)
+}
+
+fn lines(count: usize, source: impl Fn(usize) -> String) -> String {
+    let mut body = String::new();
+    for i in 0..count {
+        let _ = writeln!(
+            body,
+            r#"{{"event_id":"e-{i}","source":"{}","event_type":"reading","timestamp":{},"data":{{"value":{i}}}}}"#,
+            source(i),
+            1_767_225_600_000u64 + i as u64
+        );
+    }
+    body
+}
+
+fn stats(cluster: &Cluster) -> Value {
+    cluster.get("n1", "/stats").body
+}
+
+#[test]
+fn events_are_accepted_counted_and_deduplicated() {
+    let mut cluster = Cluster::new(1, "");
+    cluster.start("n1", &[]);
+
+    // One event without id or time: both filled in, and the reply says so.
+    let reply = cluster.post(
+        "n1",
+        "/v1/events",
+        r#"{"source":"sensor-1","event_type":"reading","data":{"temperature":21.5}}"#,
+    );
+    assert_eq!(reply.status, 202, "{}", reply.text);
+    assert_eq!(
+        reply.body,
+        json!({"accepted": 1, "duplicate": 0, "ids_assigned": 1, "timestamps_assigned": 1, "offsets": [1, 1]})
+    );
+
+    // An array; a repeated id (within it, and of an earlier request) is a duplicate.
+    let batch = json!([
+        {"event_id": "a", "source": "sensor-1", "event_type": "reading", "timestamp": "2026-01-01T00:00:00Z", "data": {}},
+        {"event_id": "b", "source": "sensor-2", "event_type": "reading", "timestamp": 1767225600000u64, "data": {}},
+        {"event_id": "a", "source": "sensor-1", "event_type": "reading", "data": {}},
+    ]);
+    let reply = cluster.post("n1", "/webhook/batch", &batch.to_string());
+    assert_eq!(reply.status, 202, "{}", reply.text);
+    assert_eq!(
+        (&reply.body["accepted"], &reply.body["duplicate"]),
+        (&json!(2), &json!(1))
+    );
+    let reply = cluster.post("n1", "/webhook/ingest", &batch[1].to_string());
+    assert_eq!(
+        (&reply.body["accepted"], &reply.body["duplicate"]),
+        (&json!(0), &json!(1))
+    );
+
+    // NDJSON, streamed: 10,000 lines.
+    let reply = ndjson(
+        &cluster,
+        "/v1/events",
+        &lines(10_000, |i| format!("dev-{}", i % 4)),
+    );
+    assert_eq!(reply.status, 202, "{}", reply.text);
+    assert_eq!(reply.body["accepted"], 10_000);
+    assert_eq!(reply.body["timestamps_assigned"], 0);
+
+    let totals = stats(&cluster);
+    assert_eq!(totals["events"], 10_003);
+    assert_eq!(totals["duplicates"], 2);
+    assert_eq!(totals["sources"]["sensor-1"], 2);
+    assert_eq!(totals["sources"]["dev-0"], 2_500);
+
+    // Read back lazily, by source and time, a page at a time.
+    let mut seen = Vec::new();
+    let mut path =
+        "/v1/events?source=dev-3&limit=300&from=1767225600000&to=2026-01-01T00:00:04Z".to_owned();
+    loop {
+        let page = cluster.get("n1", &path).body;
+        for event in page["events"].as_array().expect("events") {
+            assert_eq!(event["source"], "dev-3");
+            seen.push(event["data"]["value"].as_u64().expect("value"));
+        }
+        match page["next_cursor"].as_str() {
+            Some(c) => path = format!("/v1/events?source=dev-3&limit=300&from=1767225600000&to=2026-01-01T00:00:04Z&cursor={c}"),
+            None => break,
+        }
+    }
+    // Times 0..4000 ms after the start: values 0..3999, every fourth.
+    let expected: Vec<u64> = (0..4000).filter(|v| v % 4 == 3).collect();
+    assert_eq!(seen, expected);
+}
+
+#[test]
+fn bad_events_get_clear_errors_and_nothing_half_applied() {
+    let mut cluster = Cluster::new(1, "[ingest]\nmax_body_mb = 1\n");
+    cluster.start("n1", &[]);
+    let ok = r#"{"source":"s","event_type":"t","data":{}}"#;
+
+    for (body, status, field) in [
+        (
+            r#"{"source":"s","event_type":"t"}"#.to_owned(),
+            422,
+            Some("data"),
+        ),
+        (
+            r#"{"source":"","event_type":"t","data":{}}"#.to_owned(),
+            422,
+            Some("source"),
+        ),
+        (
+            r#"{"source":"s","event_type":"t","data":{},"timestamp":"noon"}"#.to_owned(),
+            422,
+            Some("timestamp"),
+        ),
+        (
+            r#"{"source":"s","event_type":"t","data":{},"colour":1}"#.to_owned(),
+            422,
+            Some("colour"),
+        ),
+        (
+            format!("[{ok},{ok},{{\"source\":7,\"event_type\":\"t\",\"data\":{{}}}}]"),
+            422,
+            Some("[2].source"),
+        ),
+        ("[]".to_owned(), 422, Some("(body)")),
+        (format!("[{ok},"), 400, None),
+        (
+            format!(
+                "{{\"source\":\"{}\",\"event_type\":\"t\",\"data\":{{}}}}",
+                "x".repeat(2 << 20)
+            ),
+            413,
+            None,
+        ),
+    ] {
+        let reply = cluster.post("n1", "/v1/events", &body);
+        assert_eq!(
+            reply.status,
+            status,
+            "{}: {}",
+            &body[..body.len().min(80)],
+            reply.text
+        );
+        assert_eq!(reply.body["field"].as_str(), field, "{}", reply.text);
+        assert!(reply.body["detail"].as_str().is_some_and(|d| !d.is_empty()));
+    }
+    assert_eq!(
+        stats(&cluster)["events"],
+        0,
+        "nothing of a refused document was kept"
+    );
+
+    // NDJSON: a malformed line 4 is a 400 naming line and byte offset; the
+    // three lines before it are kept, and the reply says so.
+    let body = format!("{ok}\n{ok}\n\n{{\"source\": oops}}\n{ok}\n");
+    let reply = ndjson(&cluster, "/v1/events", &body);
+    assert_eq!(reply.status, 400, "{}", reply.text);
+    let detail = reply.body["detail"].as_str().unwrap_or_default();
+    let offset = body.find("{\"source\": oops").expect("bad line");
+    assert!(detail.contains("line 4"), "{detail}");
+    assert!(
+        detail.contains(&format!("byte offset {offset}")),
+        "{detail}"
+    );
+    assert!(
+        detail.contains("2 events before it were accepted"),
+        "{detail}"
+    );
+    assert_eq!(stats(&cluster)["events"], 2);
+
+    // A bad event in NDJSON: 422 with the field and the line.
+    let reply = ndjson(
+        &cluster,
+        "/v1/events",
+        &format!("{ok}\n{{\"source\":\"s\",\"data\":{{}}}}\n"),
+    );
+    assert_eq!(reply.status, 422, "{}", reply.text);
+    assert_eq!(reply.body["field"], "event_type");
+    assert!(reply.text.contains("line 2"), "{}", reply.text);
+
+    // Over the configured limit, streamed: 413.
+    let reply = ndjson(&cluster, "/v1/events", &lines(20_000, |_| "big".into()));
+    assert_eq!(reply.status, 413, "{}", reply.text);
+
+    // The webhook aliases insist on their shape.
+    assert_eq!(
+        cluster
+            .post("n1", "/webhook/ingest", &format!("[{ok}]"))
+            .status,
+        422
+    );
+    assert_eq!(cluster.post("n1", "/webhook/batch", ok).status, 422);
+    assert_eq!(cluster.get("n1", "/v1/events?limit=0").status, 422);
+    assert_eq!(cluster.get("n1", "/v1/events?from=noon").status, 422);
+}
+
+#[test]
+fn acknowledged_events_survive_sigkill() {
+    let mut cluster = Cluster::new(1, "");
+    cluster.start("n1", &[]);
+    let reply = ndjson(
+        &cluster,
+        "/v1/events",
+        &lines(5_000, |i| format!("s{}", i % 2)),
+    );
+    assert_eq!(reply.status, 202, "{}", reply.text);
+    cluster.kill("n1");
+    cluster.start("n1", &[]);
+    let totals = stats(&cluster);
+    assert_eq!(totals["events"], 5_000);
+    assert_eq!(totals["sources"]["s1"], 2_500);
+    // The ids are remembered: resending the same stream adds nothing.
+    let again = ndjson(
+        &cluster,
+        "/v1/events",
+        &lines(5_000, |i| format!("s{}", i % 2)),
+    );
+    assert_eq!(
+        (&again.body["accepted"], &again.body["duplicate"]),
+        (&json!(0), &json!(5_000))
+    );
+    let last = cluster.get("n1", "/v1/events?cursor=4999").body;
+    assert_eq!(last["events"][0]["offset"], 5_000);
+    assert!(last["next_cursor"].is_null());
+}
