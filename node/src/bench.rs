@@ -20,7 +20,7 @@ use anyhow::Context;
 use serde::Serialize;
 use troupe_protocol::TaskAccepted;
 
-use crate::cli::{BenchTasksArgs, Output};
+use crate::cli::{BenchEventsArgs, BenchTasksArgs, Output};
 use crate::config::ClusterConfig;
 use crate::local::{await_ready, for_each_task, get, metric, Launch, LocalNode};
 use crate::telemetry::LogFormat;
@@ -91,13 +91,56 @@ impl Drop for Scratch {
     }
 }
 
-fn write_config(dir: &std::path::Path, args: &BenchTasksArgs) -> anyhow::Result<PathBuf> {
-    let ports = free_ports(args.nodes * 3)?;
+/// A fresh local cluster in a scratch folder; stopped and removed when
+/// dropped (nodes first: fields drop in order).
+struct BenchCluster {
+    nodes: Vec<LocalNode>,
+    _scratch: Scratch,
+}
+
+impl BenchCluster {
+    fn start(
+        nodes: usize,
+        replication: usize,
+        workers: usize,
+        log_format: LogFormat,
+    ) -> anyhow::Result<Self> {
+        anyhow::ensure!(nodes >= 1, "--nodes must be at least 1");
+        let scratch =
+            Scratch(std::env::temp_dir().join(format!("troupe-bench-{}", std::process::id())));
+        std::fs::create_dir_all(&scratch.0)?;
+        let config_path = write_config(&scratch.0, nodes, replication, workers)?;
+        let config = ClusterConfig::load(&config_path)?;
+        let launch = Launch::this_binary(&config_path, log_format)?;
+        let nodes = config
+            .nodes
+            .iter()
+            .map(|entry| launch.start(&config, entry))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        await_ready(&nodes, Duration::from_secs(30))?;
+        Ok(Self {
+            nodes,
+            _scratch: scratch,
+        })
+    }
+
+    fn stop(&mut self) {
+        for node in &mut self.nodes {
+            node.stop(Duration::from_secs(15));
+        }
+    }
+}
+
+fn write_config(
+    dir: &std::path::Path,
+    nodes: usize,
+    replication: usize,
+    workers: usize,
+) -> anyhow::Result<PathBuf> {
+    let ports = free_ports(nodes * 3)?;
     let mut text = format!(
-        "[cluster]\nname = \"bench-{}\"\nreplication = {}\nsecret = \"bench\"\n\n[workers]\ncount = {}\n",
+        "[cluster]\nname = \"bench-{}\"\nreplication = {replication}\nsecret = \"bench\"\n\n[workers]\ncount = {workers}\n",
         std::process::id(),
-        args.replication,
-        args.workers
     );
     for (i, ports) in ports.chunks(3).enumerate() {
         let _ = write!(
@@ -202,21 +245,10 @@ fn percentile(sorted: &[u64], p: f64) -> u64 {
 
 /// Runs the benchmark and prints its report.
 pub fn tasks(args: &BenchTasksArgs, log_format: LogFormat) -> anyhow::Result<TaskBenchReport> {
-    anyhow::ensure!(args.nodes >= 1, "--nodes must be at least 1");
     anyhow::ensure!(args.batch >= 1, "--batch must be at least 1");
     anyhow::ensure!(args.clients >= 1, "--clients must be at least 1");
-    let scratch =
-        Scratch(std::env::temp_dir().join(format!("troupe-bench-{}", std::process::id())));
-    std::fs::create_dir_all(&scratch.0)?;
-    let config_path = write_config(&scratch.0, args)?;
-    let config = ClusterConfig::load(&config_path)?;
-    let launch = Launch::this_binary(&config_path, log_format)?;
-    let mut nodes = config
-        .nodes
-        .iter()
-        .map(|entry| launch.start(&config, entry))
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    await_ready(&nodes, Duration::from_secs(30))?;
+    let mut cluster = BenchCluster::start(args.nodes, args.replication, args.workers, log_format)?;
+    let nodes = &cluster.nodes;
     eprintln!(
         "{} nodes ready; submitting {} tasks in batches of {} from {} clients",
         nodes.len(),
@@ -226,10 +258,10 @@ pub fn tasks(args: &BenchTasksArgs, log_format: LogFormat) -> anyhow::Result<Tas
     );
 
     let began = Instant::now();
-    let sent = submit_all(&nodes, args)?;
+    let sent = submit_all(nodes, args)?;
     let submit_secs = began.elapsed().as_secs_f64();
     let deadline = Instant::now() + DRAIN_TIMEOUT;
-    while finished_tasks(&nodes) < args.tasks as u64 {
+    while finished_tasks(nodes) < args.tasks as u64 {
         anyhow::ensure!(
             Instant::now() < deadline,
             "tasks did not finish within {DRAIN_TIMEOUT:?} of the last submission"
@@ -255,9 +287,7 @@ pub fn tasks(args: &BenchTasksArgs, log_format: LogFormat) -> anyhow::Result<Tas
         args.tasks
     );
     latencies.sort_unstable();
-    for node in &mut nodes {
-        node.stop(Duration::from_secs(15));
-    }
+    cluster.stop();
     let report = TaskBenchReport {
         nodes: args.nodes,
         replication: args.replication,
@@ -303,4 +333,121 @@ fn render(r: &TaskBenchReport) -> String {
         r.latency_max_ms,
         r.peak_rss_bytes as f64 / (1024.0 * 1024.0)
     )
+}
+
+/// The figures of an ingestion run.
+#[derive(Debug, Serialize)]
+pub struct EventBenchReport {
+    /// Events sent (one NDJSON request).
+    pub events: u64,
+    /// Body size, bytes.
+    pub bytes: u64,
+    /// Seconds from the first byte sent to the 202.
+    pub secs: f64,
+    /// Events accepted per second.
+    pub events_per_sec: f64,
+    /// Body bytes per second, MiB.
+    pub mib_per_sec: f64,
+    /// The node's peak RSS, bytes.
+    pub peak_rss_bytes: u64,
+}
+
+/// An NDJSON body made as it is read, so the client holds none of it.
+struct EventStream {
+    next: u64,
+    count: u64,
+    sources: u64,
+    line: Vec<u8>,
+    at: usize,
+    sent: u64,
+}
+
+impl std::io::Read for EventStream {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let mut written = 0;
+        while written < buf.len() {
+            if self.at == self.line.len() {
+                if self.next == self.count {
+                    break;
+                }
+                let i = self.next;
+                self.line.clear();
+                let _ = writeln!(
+                    &mut self.line as &mut dyn std::io::Write,
+                    r#"{{"event_id":"bench-{i}","source":"sensor-{}","event_type":"reading","timestamp":{},"data":{{"temperature":{}.5,"seq":{i}}}}}"#,
+                    i % self.sources,
+                    1_767_225_600_000 + i,
+                    i % 40
+                );
+                self.at = 0;
+                self.next += 1;
+            }
+            let n = (self.line.len() - self.at).min(buf.len() - written);
+            buf[written..written + n].copy_from_slice(&self.line[self.at..self.at + n]);
+            self.at += n;
+            written += n;
+        }
+        self.sent += written as u64;
+        Ok(written)
+    }
+}
+
+/// Streams one NDJSON request of `--events` events into a fresh node and
+/// reports the rate and the node's peak memory.
+pub fn events(args: &BenchEventsArgs, log_format: LogFormat) -> anyhow::Result<EventBenchReport> {
+    anyhow::ensure!(args.sources >= 1, "--sources must be at least 1");
+    let mut cluster = BenchCluster::start(1, 1, 1, log_format)?;
+    let node = &cluster.nodes[0];
+    eprintln!(
+        "node ready; streaming {} events in one NDJSON request",
+        args.events
+    );
+    let mut body = EventStream {
+        next: 0,
+        count: args.events,
+        sources: args.sources,
+        line: Vec::new(),
+        at: 0,
+        sent: 0,
+    };
+    let began = Instant::now();
+    let reply: troupe_protocol::IngestReply = ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(3600))
+        .build()
+        .post(&format!("http://{}/v1/events", node.http))
+        .set("content-type", "application/x-ndjson")
+        .send(&mut body)
+        .context("streaming the events")?
+        .into_json()?;
+    let secs = began.elapsed().as_secs_f64();
+    anyhow::ensure!(
+        reply.accepted == args.events,
+        "{} of {} events accepted",
+        reply.accepted,
+        args.events
+    );
+    let report = EventBenchReport {
+        events: args.events,
+        bytes: body.sent,
+        secs,
+        events_per_sec: args.events as f64 / secs,
+        mib_per_sec: body.sent as f64 / secs / (1024.0 * 1024.0),
+        peak_rss_bytes: node.peak_rss().unwrap_or(0),
+    };
+    cluster.stop();
+    match args.output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        Output::Table => println!(
+            "events: {} in one NDJSON request ({:.1} MiB) to one node\n\
+             ingested: {:>9.0} events/s  ({:.1} MiB/s, {:.2} s, in the sled event log, flushed)\n\
+             peak RSS: {:.1} MiB",
+            report.events,
+            report.bytes as f64 / (1024.0 * 1024.0),
+            report.events_per_sec,
+            report.mib_per_sec,
+            report.secs,
+            report.peak_rss_bytes as f64 / (1024.0 * 1024.0)
+        ),
+    }
+    Ok(report)
 }

@@ -75,6 +75,23 @@ pub enum BenchCommand {
     /// in a scratch folder, submits no-op tasks in batches over HTTP, waits
     /// for all to finish, prints the figures and stops the cluster.
     Tasks(BenchTasksArgs),
+    /// Ingestion rate and memory: starts one node in a scratch folder and
+    /// streams one NDJSON request of generated events into it.
+    Events(BenchEventsArgs),
+}
+
+/// `troupe bench events`.
+#[derive(Debug, Args)]
+pub struct BenchEventsArgs {
+    /// Events in the request (~130 bytes each: 16,000,000 is about 2 GB).
+    #[arg(long, default_value_t = 2_000_000)]
+    pub events: u64,
+    /// Distinct sources.
+    #[arg(long, default_value_t = 100)]
+    pub sources: u64,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "table")]
+    pub output: Output,
 }
 
 /// `troupe bench tasks`.

@@ -77,6 +77,14 @@ async fn main() -> ExitCode {
                 Err(e) => failed(e.into()),
             }
         }
+        Command::Bench(BenchCommand::Events(args)) => {
+            let format = cli.log_format;
+            match tokio::task::spawn_blocking(move || bench::events(&args, format)).await {
+                Ok(Ok(_)) => ExitCode::SUCCESS,
+                Ok(Err(e)) => failed(e),
+                Err(e) => failed(e.into()),
+            }
+        }
         Command::Bench(BenchCommand::Tasks(args)) => {
             let format = cli.log_format;
             match tokio::task::spawn_blocking(move || bench::tasks(&args, format)).await {
