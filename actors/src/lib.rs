@@ -20,3 +20,4 @@ pub mod store;
 pub mod supervisor;
 pub mod tasks;
 pub mod tree;
+pub mod windows;

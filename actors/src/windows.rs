@@ -1,0 +1,615 @@
+//! Event-time windows of one pipeline: the logic a window shard runs,
+//! without I/O.
+//!
+//! Each source has a watermark: the latest event time seen from it minus
+//! the pipeline's `watermark_delay_ms`. The pipeline's watermark is the
+//! smallest of them (a slow source holds windows open, as in Flink), and it
+//! never moves back: a source that appears later, behind it, cannot reopen
+//! a window already emitted. A
+//! window closes — and its result is emitted, once — when the watermark
+//! passes its end plus `allowed_lateness_ms`; until then late, out-of-order
+//! events still count. An event whose windows have all closed is *late*: it
+//! changes nothing and is handed back to the caller to be counted and kept,
+//! never dropped silently.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde_json::Value;
+use troupe_protocol::{AggregateOp, AggregateSpec, Event, PipelineSpec, WindowResult, WindowSpec};
+
+/// What became of an event offered to a pipeline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Offered {
+    /// Not for this pipeline (another `event_type`).
+    Filtered,
+    /// It lacks the `key_by` field.
+    NoKey,
+    /// Counted in its window(s).
+    Added,
+    /// Every window it belongs to has closed.
+    Late,
+}
+
+/// Running state of one aggregate.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Acc {
+    n: u64,
+    sum: f64,
+    min: f64,
+    max: f64,
+}
+
+impl Default for Acc {
+    fn default() -> Self {
+        Self {
+            n: 0,
+            sum: 0.0,
+            min: f64::INFINITY,
+            max: f64::NEG_INFINITY,
+        }
+    }
+}
+
+impl Acc {
+    fn add(&mut self, value: f64) {
+        self.n += 1;
+        self.sum += value;
+        self.min = self.min.min(value);
+        self.max = self.max.max(value);
+    }
+
+    fn merge(&mut self, other: &Acc) {
+        self.n += other.n;
+        self.sum += other.sum;
+        self.min = self.min.min(other.min);
+        self.max = self.max.max(other.max);
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct Window {
+    end: u64,
+    events: u64,
+    accs: Vec<Acc>,
+}
+
+/// The windows of one pipeline.
+#[derive(Debug, Clone)]
+pub struct WindowEngine {
+    spec: PipelineSpec,
+    /// Open windows by (key, start).
+    open: BTreeMap<(String, u64), Window>,
+    /// Latest event time per source.
+    latest: HashMap<String, u64>,
+    /// The highest watermark reached.
+    watermark: Option<u64>,
+}
+
+/// Checks a pipeline spec; `Err((field, reason))`.
+pub fn validate(spec: &PipelineSpec) -> Result<(), (String, String)> {
+    let bad = |field: &str, reason: &str| Err((field.to_owned(), reason.to_owned()));
+    if spec.id.is_empty() || spec.id.len() > 100 {
+        return bad("id", "must be 1 to 100 bytes");
+    }
+    match spec.window {
+        WindowSpec::Tumbling { size_ms: 0 } => return bad("window.size_ms", "must be at least 1"),
+        WindowSpec::Sliding { size_ms: 0, .. } => {
+            return bad("window.size_ms", "must be at least 1")
+        }
+        WindowSpec::Sliding { slide_ms: 0, .. } => {
+            return bad("window.slide_ms", "must be at least 1")
+        }
+        WindowSpec::Sliding { size_ms, slide_ms } if slide_ms > size_ms => {
+            return bad("window.slide_ms", "must not exceed window.size_ms")
+        }
+        WindowSpec::Sliding { size_ms, slide_ms } if size_ms / slide_ms > 1000 => {
+            return bad("window.slide_ms", "at most 1000 windows may overlap")
+        }
+        WindowSpec::Session { gap_ms: 0 } => return bad("window.gap_ms", "must be at least 1"),
+        _ => {}
+    }
+    if spec.aggregates.is_empty() {
+        return bad("aggregates", "at least one");
+    }
+    for (i, aggregate) in spec.aggregates.iter().enumerate() {
+        match (aggregate.op, &aggregate.field) {
+            (AggregateOp::Count, _) => {}
+            (_, None) => {
+                return Err((
+                    format!("aggregates[{i}].field"),
+                    "is required for this op".into(),
+                ))
+            }
+            (_, Some(field)) if lookup_path(field).is_none() => {
+                return Err((
+                    format!("aggregates[{i}].field"),
+                    "must be source, event_type, timestamp_ms or data.<path>".into(),
+                ))
+            }
+            _ => {}
+        }
+    }
+    if let Some(key) = &spec.key_by {
+        if lookup_path(key).is_none() {
+            return bad("key_by", "must be source, event_type or data.<path>");
+        }
+    }
+    Ok(())
+}
+
+/// A field path split for lookup: the top-level field and the path in `data`.
+fn lookup_path(path: &str) -> Option<(&str, Vec<&str>)> {
+    match path.split_once('.') {
+        None if matches!(path, "source" | "event_type" | "timestamp_ms") => Some((path, vec![])),
+        Some(("data", rest)) if !rest.is_empty() => Some(("data", rest.split('.').collect())),
+        _ => None,
+    }
+}
+
+/// The value at `path` in `event`.
+fn value_at(event: &Event, path: &str) -> Option<Value> {
+    let (top, rest) = lookup_path(path)?;
+    match top {
+        "source" => Some(Value::String(event.source.clone())),
+        "event_type" => Some(Value::String(event.event_type.clone())),
+        "timestamp_ms" => Some(Value::from(event.timestamp_ms)),
+        _ => {
+            let mut at = event.data.get(*rest.first()?)?;
+            for step in &rest[1..] {
+                at = at.get(step)?;
+            }
+            Some(at.clone())
+        }
+    }
+}
+
+fn key_of(event: &Event, key_by: Option<&str>) -> Option<String> {
+    match key_by {
+        None => Some(String::new()),
+        Some(path) => match value_at(event, path)? {
+            Value::String(s) => Some(s),
+            Value::Null => None,
+            other => Some(other.to_string()),
+        },
+    }
+}
+
+impl WindowEngine {
+    /// An engine for a validated spec.
+    pub fn new(spec: PipelineSpec) -> Self {
+        Self {
+            spec,
+            open: BTreeMap::new(),
+            latest: HashMap::new(),
+            watermark: None,
+        }
+    }
+
+    /// The pipeline's watermark: every window ending (plus lateness) at or
+    /// before it is closed. `None` until an event was seen.
+    pub fn watermark(&self) -> Option<u64> {
+        self.watermark
+    }
+
+    /// Per-source watermarks.
+    pub fn source_watermarks(&self) -> BTreeMap<String, u64> {
+        self.latest
+            .iter()
+            .map(|(s, t)| (s.clone(), t.saturating_sub(self.spec.watermark_delay_ms)))
+            .collect()
+    }
+
+    /// Windows still open.
+    pub fn open_windows(&self) -> usize {
+        self.open.len()
+    }
+
+    fn closed(&self, end: u64) -> bool {
+        self.watermark()
+            .is_some_and(|wm| end.saturating_add(self.spec.allowed_lateness_ms) <= wm)
+    }
+
+    /// Window starts (with ends) of non-session windows holding time `t`.
+    fn windows_of(&self, t: u64) -> Vec<(u64, u64)> {
+        match self.spec.window {
+            WindowSpec::Tumbling { size_ms } => {
+                let start = t - t % size_ms;
+                vec![(start, start + size_ms)]
+            }
+            WindowSpec::Sliding { size_ms, slide_ms } => {
+                let mut out = Vec::new();
+                let mut start = t - t % slide_ms;
+                loop {
+                    if start + size_ms > t {
+                        out.push((start, start + size_ms));
+                    }
+                    if start < slide_ms || start + size_ms <= t {
+                        break;
+                    }
+                    start -= slide_ms;
+                }
+                out
+            }
+            WindowSpec::Session { gap_ms } => vec![(t, t.saturating_add(gap_ms))],
+        }
+    }
+
+    fn values(&self, event: &Event) -> Vec<Option<f64>> {
+        self.spec
+            .aggregates
+            .iter()
+            .map(|a| match (&a.op, &a.field) {
+                (AggregateOp::Count, _) | (_, None) => None,
+                (_, Some(field)) => value_at(event, field).and_then(|v| v.as_f64()),
+            })
+            .collect()
+    }
+
+    /// Offers an event; its source's watermark advances either way.
+    pub fn offer(&mut self, event: &Event) -> Offered {
+        if self
+            .spec
+            .event_type
+            .as_ref()
+            .is_some_and(|t| *t != event.event_type)
+        {
+            return Offered::Filtered;
+        }
+        let outcome = self.add(event);
+        let latest = self.latest.entry(event.source.clone()).or_insert(0);
+        *latest = (*latest).max(event.timestamp_ms);
+        let slowest = self
+            .latest
+            .values()
+            .min()
+            .map(|t| t.saturating_sub(self.spec.watermark_delay_ms));
+        self.watermark = self.watermark.max(slowest);
+        outcome
+    }
+
+    fn add(&mut self, event: &Event) -> Offered {
+        let Some(key) = key_of(event, self.spec.key_by.as_deref()) else {
+            return Offered::NoKey;
+        };
+        let t = event.timestamp_ms;
+        let windows: Vec<(u64, u64)> = self
+            .windows_of(t)
+            .into_iter()
+            .filter(|(_, end)| !self.closed(*end))
+            .collect();
+        if windows.is_empty() {
+            return Offered::Late;
+        }
+        let values = self.values(event);
+        let width = self.spec.aggregates.len();
+        for (start, end) in windows {
+            let (start, end) = if matches!(self.spec.window, WindowSpec::Session { .. }) {
+                self.merge_sessions(&key, start, end)
+            } else {
+                (start, end)
+            };
+            let window = self.open.entry((key.clone(), start)).or_insert(Window {
+                end,
+                events: 0,
+                accs: vec![Acc::default(); width],
+            });
+            window.end = window.end.max(end);
+            window.events += 1;
+            for (acc, value) in window.accs.iter_mut().zip(&values) {
+                if let Some(v) = value {
+                    acc.add(*v);
+                }
+            }
+        }
+        Offered::Added
+    }
+
+    /// Folds every open session of `key` overlapping `[start, end)` into one
+    /// window and returns its span (the merged window is left open under
+    /// the returned start).
+    fn merge_sessions(&mut self, key: &str, start: u64, end: u64) -> (u64, u64) {
+        let overlapping: Vec<u64> = self
+            .open
+            .range((key.to_owned(), 0)..=(key.to_owned(), u64::MAX))
+            .filter(|((_, s), w)| *s <= end && start <= w.end)
+            .map(|((_, s), _)| *s)
+            .collect();
+        let mut merged: Option<Window> = None;
+        let (mut lo, mut hi) = (start, end);
+        for s in overlapping {
+            if let Some(window) = self.open.remove(&(key.to_owned(), s)) {
+                lo = lo.min(s);
+                hi = hi.max(window.end);
+                match &mut merged {
+                    None => merged = Some(window),
+                    Some(m) => {
+                        m.events += window.events;
+                        for (a, b) in m.accs.iter_mut().zip(&window.accs) {
+                            a.merge(b);
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(mut window) = merged {
+            window.end = hi;
+            self.open.insert((key.to_owned(), lo), window);
+        }
+        (lo, hi)
+    }
+
+    /// Closes and returns every window the watermark has passed (end plus
+    /// lateness), in end order.
+    pub fn advance(&mut self) -> Vec<WindowResult> {
+        let Some(watermark) = self.watermark() else {
+            return Vec::new();
+        };
+        let lateness = self.spec.allowed_lateness_ms;
+        let done: Vec<(String, u64)> = self
+            .open
+            .iter()
+            .filter(|(_, w)| w.end.saturating_add(lateness) <= watermark)
+            .map(|(k, _)| k.clone())
+            .collect();
+        let mut results: Vec<WindowResult> = done
+            .into_iter()
+            .filter_map(|(key, start)| {
+                let window = self.open.remove(&(key.clone(), start))?;
+                Some(self.result(key, start, &window))
+            })
+            .collect();
+        results.sort_by(|a, b| (a.window_end_ms, &a.key).cmp(&(b.window_end_ms, &b.key)));
+        results
+    }
+
+    fn result(&self, key: String, start: u64, window: &Window) -> WindowResult {
+        let values = self
+            .spec
+            .aggregates
+            .iter()
+            .zip(&window.accs)
+            .filter_map(|(spec, acc): (&AggregateSpec, &Acc)| {
+                let value = match spec.op {
+                    AggregateOp::Count => Some(window.events as f64),
+                    _ if acc.n == 0 => None,
+                    AggregateOp::Sum => Some(acc.sum),
+                    AggregateOp::Min => Some(acc.min),
+                    AggregateOp::Max => Some(acc.max),
+                    AggregateOp::Avg => Some(acc.sum / acc.n as f64),
+                }?;
+                Some((spec.name(), value))
+            })
+            .collect();
+        WindowResult {
+            pipeline: self.spec.id.clone(),
+            key,
+            window_start_ms: start,
+            window_end_ms: window.end,
+            events: window.events,
+            values,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn spec(window: WindowSpec, lateness: u64, delay: u64) -> PipelineSpec {
+        serde_json::from_value(json!({
+            "id": "p",
+            "event_type": "reading",
+            "key_by": "data.device",
+            "window": window,
+            "aggregates": [
+                {"op": "count"},
+                {"op": "sum", "field": "data.v"},
+                {"op": "min", "field": "data.v"},
+                {"op": "max", "field": "data.v"},
+                {"op": "avg", "field": "data.v"}
+            ],
+            "allowed_lateness_ms": lateness,
+            "watermark_delay_ms": delay
+        }))
+        .expect("spec")
+    }
+
+    fn event(source: &str, device: &str, t: u64, v: f64) -> Event {
+        Event {
+            offset: 0,
+            event_id: format!("{source}-{t}-{v}"),
+            source: source.into(),
+            event_type: "reading".into(),
+            timestamp_ms: t,
+            received_at_ms: t,
+            data: json!({"device": device, "v": v})
+                .as_object()
+                .cloned()
+                .unwrap_or_default(),
+        }
+    }
+
+    /// The expected result of a window, computed by brute force.
+    fn expect(key: &str, start: u64, end: u64, vs: &[f64]) -> WindowResult {
+        let mut values = BTreeMap::from([("count".to_owned(), vs.len() as f64)]);
+        if !vs.is_empty() {
+            values.insert("sum(data.v)".into(), vs.iter().sum());
+            values.insert(
+                "min(data.v)".into(),
+                vs.iter().cloned().fold(f64::INFINITY, f64::min),
+            );
+            values.insert(
+                "max(data.v)".into(),
+                vs.iter().cloned().fold(f64::NEG_INFINITY, f64::max),
+            );
+            values.insert(
+                "avg(data.v)".into(),
+                vs.iter().sum::<f64>() / vs.len() as f64,
+            );
+        }
+        WindowResult {
+            pipeline: "p".into(),
+            key: key.into(),
+            window_start_ms: start,
+            window_end_ms: end,
+            events: vs.len() as u64,
+            values,
+        }
+    }
+
+    fn run(engine: &mut WindowEngine, events: &[Event]) -> (Vec<WindowResult>, Vec<Offered>) {
+        let mut results = Vec::new();
+        let mut offered = Vec::new();
+        for e in events {
+            offered.push(engine.offer(e));
+            results.extend(engine.advance());
+        }
+        (results, offered)
+    }
+
+    #[test]
+    fn tumbling_windows_take_out_of_order_events_until_the_watermark_passes() {
+        let mut engine = WindowEngine::new(spec(WindowSpec::Tumbling { size_ms: 1000 }, 0, 500));
+        let events = [
+            event("s", "a", 100, 1.0),
+            event("s", "a", 900, 3.0),
+            event("s", "a", 1200, 10.0), // watermark 700
+            event("s", "a", 800, 2.0),   // out of order, window [0,1000) still open
+            event("s", "b", 1300, 7.0),
+            event("s", "a", 1600, 20.0), // watermark 1100: [0,1000) closes
+            event("s", "a", 950, 99.0),  // late: its window has closed
+            event("s", "a", 3100, 0.0),  // watermark 2600: [1000,2000) closes for a and b
+        ];
+        let (results, offered) = run(&mut engine, &events);
+        assert_eq!(offered[6], Offered::Late);
+        assert_eq!(
+            results,
+            vec![
+                expect("a", 0, 1000, &[1.0, 3.0, 2.0]),
+                expect("a", 1000, 2000, &[10.0, 20.0]),
+                expect("b", 1000, 2000, &[7.0]),
+            ]
+        );
+        assert_eq!(engine.open_windows(), 1);
+    }
+
+    #[test]
+    fn allowed_lateness_keeps_a_window_open_past_the_watermark() {
+        let mut engine = WindowEngine::new(spec(WindowSpec::Tumbling { size_ms: 1000 }, 300, 0));
+        let events = [
+            event("s", "a", 500, 1.0),
+            event("s", "a", 1200, 2.0), // watermark 1200 < 1000 + 300: still open
+            event("s", "a", 999, 4.0),  // late, but within lateness
+            event("s", "a", 1300, 8.0), // watermark 1300: [0,1000) closes
+            event("s", "a", 998, 16.0), // beyond lateness
+        ];
+        let (results, offered) = run(&mut engine, &events);
+        assert_eq!(results, vec![expect("a", 0, 1000, &[1.0, 4.0])]);
+        assert_eq!(offered[2], Offered::Added);
+        assert_eq!(offered[4], Offered::Late);
+    }
+
+    #[test]
+    fn sliding_windows_count_each_event_in_every_window_that_holds_it() {
+        let mut engine = WindowEngine::new(spec(
+            WindowSpec::Sliding {
+                size_ms: 1000,
+                slide_ms: 500,
+            },
+            0,
+            0,
+        ));
+        let times = [100u64, 600, 700, 1400, 2100];
+        let events: Vec<Event> = times
+            .iter()
+            .map(|t| event("s", "a", *t, *t as f64))
+            .collect();
+        let (results, _) = run(&mut engine, &events);
+        // Independently: every window [k*500, k*500+1000) that ended by 2100.
+        let expected: Vec<WindowResult> = (0..4u64)
+            .map(|k| (k * 500, k * 500 + 1000))
+            .filter(|(_, end)| *end <= 2100)
+            .map(|(start, end)| {
+                let vs: Vec<f64> = times
+                    .iter()
+                    .filter(|t| (start..end).contains(*t))
+                    .map(|t| *t as f64)
+                    .collect();
+                expect("a", start, end, &vs)
+            })
+            .filter(|r| r.events > 0)
+            .collect();
+        assert_eq!(results, expected);
+    }
+
+    #[test]
+    fn sessions_merge_events_closer_than_the_gap_even_out_of_order() {
+        let mut engine = WindowEngine::new(spec(WindowSpec::Session { gap_ms: 100 }, 0, 200));
+        let events = [
+            event("s", "a", 1000, 1.0),
+            event("s", "a", 1150, 2.0), // a second session [1150,1250)
+            event("s", "a", 1080, 4.0), // bridges them: one session [1000,1250)
+            event("s", "b", 1100, 8.0),
+            event("s", "a", 2000, 0.0), // watermark 1800: both close
+        ];
+        let (results, _) = run(&mut engine, &events);
+        assert_eq!(
+            results,
+            vec![
+                expect("b", 1100, 1200, &[8.0]),
+                expect("a", 1000, 1250, &[1.0, 2.0, 4.0]),
+            ]
+        );
+    }
+
+    #[test]
+    fn the_slowest_source_holds_the_watermark() {
+        let mut engine = WindowEngine::new(spec(WindowSpec::Tumbling { size_ms: 1000 }, 0, 0));
+        engine.offer(&event("slow", "a", 100, 2.0));
+        engine.offer(&event("fast", "a", 5000, 1.0));
+        engine.offer(&event("slow", "a", 900, 4.0));
+        assert_eq!(engine.watermark(), Some(900));
+        assert!(
+            engine.advance().is_empty(),
+            "slow source still inside [0,1000)"
+        );
+        engine.offer(&event("slow", "a", 1000, 3.0));
+        let results = engine.advance();
+        assert_eq!(results, vec![expect("a", 0, 1000, &[2.0, 4.0])]);
+        assert_eq!(
+            engine.source_watermarks(),
+            BTreeMap::from([("fast".into(), 5000), ("slow".into(), 1000)])
+        );
+        // A source first seen behind the watermark cannot reopen [0,1000).
+        assert_eq!(engine.offer(&event("new", "a", 10, 1.0)), Offered::Late);
+        assert_eq!(engine.watermark(), Some(1000));
+    }
+
+    #[test]
+    fn filters_keys_and_specs_are_checked() {
+        let mut engine = WindowEngine::new(spec(WindowSpec::Tumbling { size_ms: 10 }, 0, 0));
+        let mut other = event("s", "a", 1, 1.0);
+        other.event_type = "other".into();
+        assert_eq!(engine.offer(&other), Offered::Filtered);
+        let mut keyless = event("s", "a", 1, 1.0);
+        keyless.data.remove("device");
+        assert_eq!(engine.offer(&keyless), Offered::NoKey);
+
+        let mut bad = spec(
+            WindowSpec::Sliding {
+                size_ms: 10,
+                slide_ms: 20,
+            },
+            0,
+            0,
+        );
+        assert_eq!(validate(&bad).unwrap_err().0, "window.slide_ms");
+        bad.window = WindowSpec::Tumbling { size_ms: 10 };
+        bad.aggregates[1].field = Some("temperature".into());
+        assert_eq!(validate(&bad).unwrap_err().0, "aggregates[1].field");
+        bad.aggregates[1].field = None;
+        assert_eq!(validate(&bad).unwrap_err().0, "aggregates[1].field");
+        assert!(validate(&spec(WindowSpec::Session { gap_ms: 5 }, 0, 0)).is_ok());
+    }
+}

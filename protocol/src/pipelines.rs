@@ -1,0 +1,117 @@
+//! Pipelines: which events to aggregate, how to window them, and what the
+//! closed windows hold.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// A pipeline, from `cluster.toml` (`[[pipelines]]`) or the API.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineSpec {
+    /// Unique id.
+    pub id: String,
+    /// Only events of this `event_type` (all when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_type: Option<String>,
+    /// Field path of the key windows are kept per: `source`, `event_type`
+    /// or `data.<path>` (one key for all events when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_by: Option<String>,
+    /// How events are grouped in time.
+    pub window: WindowSpec,
+    /// What each window computes.
+    pub aggregates: Vec<AggregateSpec>,
+    /// How long after its end (by watermark) a window still takes events.
+    #[serde(default)]
+    pub allowed_lateness_ms: u64,
+    /// How far each source's watermark trails the latest event time seen
+    /// from it (how out of order a source may be).
+    #[serde(default)]
+    pub watermark_delay_ms: u64,
+}
+
+/// Window kinds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum WindowSpec {
+    /// Fixed, non-overlapping windows of `size_ms`.
+    Tumbling {
+        /// Window length.
+        size_ms: u64,
+    },
+    /// Windows of `size_ms` starting every `slide_ms` (an event is in
+    /// `size_ms / slide_ms` of them).
+    Sliding {
+        /// Window length.
+        size_ms: u64,
+        /// Distance between window starts.
+        slide_ms: u64,
+    },
+    /// Per key, events closer than `gap_ms` to each other share a window.
+    Session {
+        /// Inactivity that ends a session.
+        gap_ms: u64,
+    },
+}
+
+/// One aggregate of a window.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AggregateSpec {
+    /// What to compute.
+    pub op: AggregateOp,
+    /// The numeric field it reads (`data.temperature`); not for `count`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
+
+/// Aggregate operations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AggregateOp {
+    /// Events in the window.
+    Count,
+    /// Sum of the field.
+    Sum,
+    /// Smallest value of the field.
+    Min,
+    /// Largest value of the field.
+    Max,
+    /// Mean of the field.
+    Avg,
+}
+
+impl AggregateSpec {
+    /// The name its value has in a result: `count`, `avg(data.temperature)`.
+    pub fn name(&self) -> String {
+        let op = match self.op {
+            AggregateOp::Count => "count",
+            AggregateOp::Sum => "sum",
+            AggregateOp::Min => "min",
+            AggregateOp::Max => "max",
+            AggregateOp::Avg => "avg",
+        };
+        match &self.field {
+            Some(field) if self.op != AggregateOp::Count => format!("{op}({field})"),
+            _ => op.to_owned(),
+        }
+    }
+}
+
+/// A closed window's result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WindowResult {
+    /// The pipeline.
+    pub pipeline: String,
+    /// The key.
+    pub key: String,
+    /// Start of the window, ms since the Unix epoch (inclusive).
+    pub window_start_ms: u64,
+    /// End of the window (exclusive).
+    pub window_end_ms: u64,
+    /// Events in the window.
+    pub events: u64,
+    /// Each aggregate by name; absent when no event had the field.
+    pub values: BTreeMap<String, f64>,
+}
