@@ -14,6 +14,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use troupe_protocol::{AggregateOp, AggregateSpec, Event, PipelineSpec, WindowResult, WindowSpec};
 
@@ -30,8 +31,9 @@ pub enum Offered {
     Late,
 }
 
-/// Running state of one aggregate.
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// Running state of one aggregate (`min` and `max` mean something once
+/// `n > 0`; kept finite so that a checkpoint is plain JSON).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 struct Acc {
     n: u64,
     sum: f64,
@@ -39,26 +41,24 @@ struct Acc {
     max: f64,
 }
 
-impl Default for Acc {
-    fn default() -> Self {
-        Self {
-            n: 0,
-            sum: 0.0,
-            min: f64::INFINITY,
-            max: f64::NEG_INFINITY,
-        }
-    }
-}
-
 impl Acc {
     fn add(&mut self, value: f64) {
-        self.n += 1;
-        self.sum += value;
-        self.min = self.min.min(value);
-        self.max = self.max.max(value);
+        self.merge(&Acc {
+            n: 1,
+            sum: value,
+            min: value,
+            max: value,
+        });
     }
 
     fn merge(&mut self, other: &Acc) {
+        if other.n == 0 {
+            return;
+        }
+        if self.n == 0 {
+            *self = *other;
+            return;
+        }
         self.n += other.n;
         self.sum += other.sum;
         self.min = self.min.min(other.min);
@@ -66,11 +66,22 @@ impl Acc {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct Window {
     end: u64,
     events: u64,
     accs: Vec<Acc>,
+}
+
+/// An engine's state without its spec, for checkpoints.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct EngineState {
+    /// Open windows: key, start, window.
+    open: Vec<(String, u64, Window)>,
+    /// Latest event time per source.
+    latest: BTreeMap<String, u64>,
+    /// The highest watermark reached.
+    watermark: Option<u64>,
 }
 
 /// The windows of one pipeline.
@@ -202,6 +213,33 @@ impl WindowEngine {
     /// Windows still open.
     pub fn open_windows(&self) -> usize {
         self.open.len()
+    }
+
+    /// The state to checkpoint.
+    pub fn state(&self) -> EngineState {
+        EngineState {
+            open: self
+                .open
+                .iter()
+                .map(|((key, start), w)| (key.clone(), *start, w.clone()))
+                .collect(),
+            latest: self.latest.iter().map(|(s, t)| (s.clone(), *t)).collect(),
+            watermark: self.watermark,
+        }
+    }
+
+    /// An engine resumed from a checkpoint of the same spec.
+    pub fn resume(spec: PipelineSpec, state: EngineState) -> Self {
+        Self {
+            spec,
+            open: state
+                .open
+                .into_iter()
+                .map(|(key, start, w)| ((key, start), w))
+                .collect(),
+            latest: state.latest.into_iter().collect(),
+            watermark: state.watermark,
+        }
     }
 
     fn closed(&self, end: u64) -> bool {
@@ -581,9 +619,16 @@ mod tests {
             engine.source_watermarks(),
             BTreeMap::from([("fast".into(), 5000), ("slow".into(), 1000)])
         );
+        // A checkpointed engine carries on where it was.
+        let state = serde_json::to_string(&engine.state()).expect("checkpoint");
+        let mut engine = WindowEngine::resume(
+            spec(WindowSpec::Tumbling { size_ms: 1000 }, 0, 0),
+            serde_json::from_str(&state).expect("restore"),
+        );
         // A source first seen behind the watermark cannot reopen [0,1000).
         assert_eq!(engine.offer(&event("new", "a", 10, 1.0)), Offered::Late);
         assert_eq!(engine.watermark(), Some(1000));
+        assert_eq!(engine.open_windows(), 2, "[1000,2000) and [5000,6000)");
     }
 
     #[test]
