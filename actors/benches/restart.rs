@@ -88,6 +88,7 @@ fn restart(c: &mut Criterion) {
             backoff_max: Duration::ZERO,
         },
         shards: 2,
+        pipelines: Vec::new(),
         pool: PoolGauges::new(2),
         stuck_after: STUCK_AFTER,
     };

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use std::collections::BTreeMap;
 
-use troupe_protocol::{Event, ScheduleRecord, TaskRecord, TaskState};
+use troupe_protocol::{Event, ScheduleRecord, TaskRecord, TaskState, WindowResult};
 
 /// A storage failure, with whether retrying can help.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -115,6 +115,51 @@ pub trait EventStore: Send + Sync {
     ) -> Result<(Vec<Event>, Option<u64>), StoreError>;
 }
 
+/// Which window results a page holds.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ResultFilter {
+    /// The pipeline.
+    pub pipeline: String,
+    /// Only this key.
+    pub key: Option<String>,
+    /// Windows starting at or after this.
+    pub from_ms: Option<u64>,
+    /// Windows starting before this.
+    pub to_ms: Option<u64>,
+}
+
+/// What window shards keep: closed windows' results (one per pipeline,
+/// key and window start, so writing one again changes nothing), late
+/// events, and each shard's checkpoint — written together, atomically.
+pub trait WindowStore: Send + Sync {
+    /// Shard `shard`'s last checkpoint.
+    fn checkpoint(&self, shard: usize) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Stores results and late events (per pipeline) with the checkpoint
+    /// that covers them, all or nothing.
+    fn commit(
+        &self,
+        shard: usize,
+        results: &[WindowResult],
+        late: &[(String, Event)],
+        checkpoint: &[u8],
+    ) -> Result<(), StoreError>;
+    /// A page of results in (key, window start) order, and the cursor of
+    /// the next page.
+    fn results(
+        &self,
+        filter: &ResultFilter,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<WindowResult>, Option<String>), StoreError>;
+    /// A page of a pipeline's late events in log order, and the cursor.
+    fn late(
+        &self,
+        pipeline: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<(Vec<Event>, Option<u64>), StoreError>;
+}
+
 /// One node's storage: opens the stores that actors use.
 pub trait Storage: Send + Sync {
     /// The task table.
@@ -123,6 +168,8 @@ pub trait Storage: Send + Sync {
     fn schedules(&self) -> Result<Arc<dyn ScheduleStore>, StoreError>;
     /// The event log.
     fn events(&self) -> Result<Arc<dyn EventStore>, StoreError>;
+    /// Window results, late events and shard checkpoints.
+    fn windows(&self) -> Result<Arc<dyn WindowStore>, StoreError>;
     /// Whether the store answers (for `/ready`).
     fn check(&self) -> Result<(), StoreError>;
 }
@@ -163,6 +210,95 @@ pub struct MemoryStorage {
     tasks: Arc<MemoryTasks>,
     schedules: Arc<MemorySchedules>,
     events: Arc<MemoryEvents>,
+    windows: Arc<MemoryWindows>,
+}
+
+#[derive(Debug, Default)]
+struct WindowMaps {
+    checkpoints: HashMap<usize, Vec<u8>>,
+    results: BTreeMap<(String, String, u64), WindowResult>,
+    late: BTreeMap<(String, u64), Event>,
+}
+
+#[derive(Debug, Default)]
+struct MemoryWindows(Mutex<WindowMaps>);
+
+impl WindowStore for MemoryWindows {
+    fn checkpoint(&self, shard: usize) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(locked(&self.0)?.checkpoints.get(&shard).cloned())
+    }
+
+    fn commit(
+        &self,
+        shard: usize,
+        results: &[WindowResult],
+        late: &[(String, Event)],
+        checkpoint: &[u8],
+    ) -> Result<(), StoreError> {
+        let mut maps = locked(&self.0)?;
+        for r in results {
+            maps.results.insert(
+                (r.pipeline.clone(), r.key.clone(), r.window_start_ms),
+                r.clone(),
+            );
+        }
+        for (pipeline, event) in late {
+            maps.late
+                .insert((pipeline.clone(), event.offset), event.clone());
+        }
+        maps.checkpoints.insert(shard, checkpoint.to_vec());
+        Ok(())
+    }
+
+    fn results(
+        &self,
+        filter: &ResultFilter,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<WindowResult>, Option<String>), StoreError> {
+        let maps = locked(&self.0)?;
+        let mut page: Vec<WindowResult> = maps
+            .results
+            .values()
+            .filter(|r| r.pipeline == filter.pipeline)
+            .filter(|r| filter.key.as_ref().is_none_or(|k| *k == r.key))
+            .filter(|r| filter.from_ms.is_none_or(|f| r.window_start_ms >= f))
+            .filter(|r| filter.to_ms.is_none_or(|t| r.window_start_ms < t))
+            .filter(|r| {
+                after.is_none_or(|a| format!("{}:{}", r.key, r.window_start_ms).as_str() > a)
+            })
+            .take(limit + 1)
+            .cloned()
+            .collect();
+        let more = page.len() > limit;
+        page.truncate(limit);
+        let cursor = more
+            .then(|| {
+                page.last()
+                    .map(|r| format!("{}:{}", r.key, r.window_start_ms))
+            })
+            .flatten();
+        Ok((page, cursor))
+    }
+
+    fn late(
+        &self,
+        pipeline: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<(Vec<Event>, Option<u64>), StoreError> {
+        let maps = locked(&self.0)?;
+        let mut page: Vec<Event> = maps
+            .late
+            .range((pipeline.to_owned(), after.saturating_add(1))..=(pipeline.to_owned(), u64::MAX))
+            .map(|(_, e)| e.clone())
+            .take(limit + 1)
+            .collect();
+        let more = page.len() > limit;
+        page.truncate(limit);
+        let cursor = more.then(|| page.last().map(|e| e.offset)).flatten();
+        Ok((page, cursor))
+    }
 }
 
 type EventLog = (Vec<Event>, BTreeMap<String, u64>);
@@ -247,6 +383,10 @@ impl Storage for MemoryStorage {
 
     fn events(&self) -> Result<Arc<dyn EventStore>, StoreError> {
         Ok(self.events.clone())
+    }
+
+    fn windows(&self) -> Result<Arc<dyn WindowStore>, StoreError> {
+        Ok(self.windows.clone())
     }
 
     fn check(&self) -> Result<(), StoreError> {

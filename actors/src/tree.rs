@@ -22,13 +22,15 @@ use ractor::factory::{worker_builder, DeadMansSwitchConfiguration, Factory, Fact
 use ractor::{Actor, ActorRef, SpawnErr};
 use tokio::task::JoinHandle;
 
+use troupe_protocol::PipelineSpec;
+
 use crate::directory::{ActorDirectory, ActorPath};
 use crate::ingestor::Ingestor;
 use crate::membership::Membership;
-use crate::placeholder::Placeholder;
 use crate::plugins::PluginRegistry;
 use crate::scheduler::{ClusterLink, Scheduler, MAX_TIMEOUT};
 use crate::schedules::{FireFn, Schedules};
+use crate::shard::WindowShard;
 use crate::store::Storage;
 use crate::supervisor::{
     ChildSpec, RestartPolicy, Strategy, Supervisor, SupervisorArgs, SupervisorMsg, SupervisorStart,
@@ -69,6 +71,8 @@ pub struct NodeTreeConfig {
     pub policy: RestartPolicy,
     /// Number of window shards under `ingest`.
     pub shards: usize,
+    /// The pipelines; pipeline i runs on shard i mod `shards`.
+    pub pipelines: Vec<PipelineSpec>,
     /// The worker pool's figures; its size is the pool's initial size.
     pub pool: Arc<PoolGauges>,
     /// A worker busy on one attempt for longer than this is stuck and is
@@ -137,13 +141,18 @@ fn node_children(config: &NodeTreeConfig, directory: &ActorDirectory) -> Vec<Chi
     };
     let mut ingest = vec![ChildSpec::worker("ingestor", ingestor, || ())];
     ingest.extend((0..config.shards).map(|k| {
-        ChildSpec::worker(
-            format!("shard-{k}"),
-            Placeholder {
-                role: "window shard",
-            },
-            || (),
-        )
+        let shard = WindowShard {
+            index: k,
+            pipelines: config
+                .pipelines
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| i % config.shards == k)
+                .map(|(_, p)| p.clone())
+                .collect(),
+            storage: Arc::clone(&config.storage),
+        };
+        ChildSpec::worker(format!("shard-{k}"), shard, || ())
     }));
     vec![
         ChildSpec::worker("membership", config.membership.clone(), || ()),

@@ -210,6 +210,11 @@ impl WindowEngine {
             .collect()
     }
 
+    /// The pipeline.
+    pub fn spec(&self) -> &PipelineSpec {
+        &self.spec
+    }
+
     /// Windows still open.
     pub fn open_windows(&self) -> usize {
         self.open.len()

@@ -13,6 +13,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use troupe_actors::supervisor::RestartPolicy;
 use troupe_actors::tree::STUCK_AFTER;
+use troupe_protocol::PipelineSpec;
 
 /// A config file that cannot be used, and where the problem is.
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +44,9 @@ pub struct ClusterConfig {
     /// `[workers]`: the local worker pool.
     #[serde(default)]
     pub workers: WorkersSection,
+    /// `[[pipelines]]`: windowed aggregations over ingested events.
+    #[serde(default)]
+    pub pipelines: Vec<PipelineSpec>,
     /// `[ingest]`: event ingestion limits.
     #[serde(default)]
     pub ingest: IngestSection,
@@ -267,6 +271,17 @@ impl ClusterConfig {
     /// Rejects values that parse but contradict each other.
     fn validate(&self) -> Result<(), (String, String)> {
         let bad = |key: &str, reason: &str| Err((key.to_owned(), reason.to_owned()));
+        let mut pipeline_ids = HashSet::new();
+        for (i, pipeline) in self.pipelines.iter().enumerate() {
+            troupe_actors::windows::validate(pipeline)
+                .map_err(|(field, reason)| (format!("pipelines[{i}].{field}"), reason))?;
+            if !pipeline_ids.insert(&pipeline.id) {
+                return bad(
+                    &format!("pipelines[{i}].id"),
+                    "another pipeline has this id",
+                );
+            }
+        }
         if self.cluster.name.trim().is_empty() {
             return bad("cluster.name", "must not be empty");
         }

@@ -10,6 +10,7 @@ mod error;
 mod events;
 mod health;
 mod json;
+mod pipelines;
 mod schedules;
 mod tasks;
 
@@ -21,7 +22,7 @@ use actix_web::web;
 use metrics_exporter_prometheus::PrometheusHandle;
 use ractor::ActorRef;
 use troupe_actors::directory::ActorDirectory;
-use troupe_actors::store::{EventStore, Storage};
+use troupe_actors::store::{EventStore, Storage, StoreError, WindowStore};
 use troupe_actors::supervisor::SupervisorMsg;
 
 pub use error::ApiError;
@@ -49,6 +50,10 @@ pub struct AppState {
     pub events: Arc<dyn EventStore>,
     /// Largest ingestion body, bytes.
     pub ingest_limit: usize,
+    /// Window results and late events, for queries.
+    pub windows: Arc<dyn WindowStore>,
+    /// Window shards under `node/ingest`.
+    pub shards: usize,
     /// Whether `POST /v1/actors/{path}/crash` is allowed.
     pub fault_injection: bool,
     /// Renders `/metrics`.
@@ -62,6 +67,25 @@ fn page_limit(value: &str, max: usize) -> Result<usize, ApiError> {
         .ok()
         .filter(|n| (1..=max).contains(n))
         .ok_or_else(|| ApiError::invalid("limit", format!("must be from 1 to {max}")))
+}
+
+/// A `cursor` query parameter that is a log offset.
+fn offset_cursor(value: &str) -> Result<u64, ApiError> {
+    value
+        .parse()
+        .map_err(|_| ApiError::invalid("cursor", "not a cursor from a previous page"))
+}
+
+/// Runs store work off the async threads (sled blocks); a store failure
+/// is a 503.
+pub async fn store_work<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, ApiError> {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(e)) => Err(ApiError::unavailable(e.to_string())),
+        Err(e) => Err(ApiError::unavailable(format!("store work failed: {e}"))),
+    }
 }
 
 /// Registers every route.
@@ -81,6 +105,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/webhook/ingest", web::post().to(events::webhook_one))
         .route("/webhook/batch", web::post().to(events::webhook_batch))
         .route("/stats", web::get().to(events::stats))
+        .route("/v1/pipelines", web::get().to(pipelines::list))
+        .route("/v1/pipelines/{id}/late", web::get().to(pipelines::late))
+        .route("/v1/windows", web::get().to(pipelines::windows))
+        .route("/v1/watermarks", web::get().to(pipelines::watermarks))
+        .route("/v1/aggregates", web::get().to(pipelines::aggregates))
         .route("/v1/schedules", web::post().to(schedules::create))
         .route("/v1/schedules", web::get().to(schedules::list))
         .route("/v1/schedules/{id}", web::get().to(schedules::get))

@@ -28,7 +28,7 @@ use troupe_actors::tree::SCHEDULER;
 use troupe_protocol::wire::{PeerReply, PeerRequest, PlacedTask};
 use troupe_protocol::{SubmitTask, TaskAccepted, TaskPage, TaskRecord, TaskState};
 
-use crate::http::ApiError;
+use crate::http::{store_work, ApiError};
 use crate::transport::Peers;
 
 /// How long a peer may take to answer.
@@ -444,17 +444,13 @@ impl TaskRouter {
         })
     }
 
-    /// Runs `work` on the store off the async threads (sled blocks).
+    /// Runs `work` on the task store off the async threads.
     async fn on_store<T: Send + 'static>(
         &self,
         work: impl FnOnce(&dyn TaskStore) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, ApiError> {
         let store = Arc::clone(&self.store);
-        match tokio::task::spawn_blocking(move || work(store.as_ref())).await {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(e)) => Err(ApiError::unavailable(e.to_string())),
-            Err(e) => Err(ApiError::unavailable(format!("store work failed: {e}"))),
-        }
+        store_work(move || work(store.as_ref())).await
     }
 
     /// Keeps records as a replica; `durable` flushes before replying.

@@ -34,7 +34,7 @@ use crate::transport::{self, Peers};
 
 /// Longest a graceful shutdown may take before the process gives up on it.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(15);
-/// Window shards under `node/ingest` until pipelines configure them.
+/// Window shards under `node/ingest`; pipeline i runs on shard i mod this.
 const INGEST_SHARDS: usize = 2;
 
 /// What membership gossips about this node every period: CPU load, and
@@ -189,6 +189,7 @@ pub async fn run(
         fire: TaskRouter::fire_fn(&router),
         policy: config.supervision.policy(),
         shards: INGEST_SHARDS,
+        pipelines: config.pipelines.clone(),
         pool,
         stuck_after: config.workers.stuck_after(),
     };
@@ -218,6 +219,8 @@ pub async fn run(
         router,
         events: storage_handle.events()?,
         ingest_limit: config.ingest.max_body(),
+        windows: storage_handle.windows()?,
+        shards: INGEST_SHARDS,
         fault_injection: options.fault_injection || config.debug.fault_injection,
         metrics: metrics.clone(),
     });

@@ -15,9 +15,10 @@ use sled::Transactional;
 use std::collections::BTreeMap;
 
 use troupe_actors::store::{
-    paginate, EventFilter, EventStore, Inserted, ScheduleStore, Storage, StoreError, TaskStore,
+    paginate, EventFilter, EventStore, Inserted, ResultFilter, ScheduleStore, Storage, StoreError,
+    TaskStore, WindowStore,
 };
-use troupe_protocol::{Event, ScheduleRecord, TaskRecord, TaskState};
+use troupe_protocol::{Event, ScheduleRecord, TaskRecord, TaskState, WindowResult};
 
 /// Why the store could not be opened at all.
 #[derive(Debug, thiserror::Error)]
@@ -119,6 +120,12 @@ impl Storage for SledStorage {
         Ok(Arc::new(SledEvents {
             db: self.db.clone(),
             tree: self.db.open_tree("events").map_err(unavailable)?,
+        }))
+    }
+
+    fn windows(&self) -> Result<Arc<dyn WindowStore>, StoreError> {
+        Ok(Arc::new(SledWindows {
+            tree: self.db.open_tree("windows").map_err(unavailable)?,
         }))
     }
 
@@ -234,6 +241,132 @@ impl EventStore for SledEvents {
                 }
                 page.push(event);
             }
+        }
+        Ok((page, None))
+    }
+}
+
+/// Window results, late events and shard checkpoints in one tree, so a
+/// shard's commit is one atomic batch: `k` + shard → checkpoint,
+/// `r` + pipeline + 0 + key + 0 + window start → result, `l` + pipeline +
+/// 0 + offset → late event.
+struct SledWindows {
+    tree: sled::Tree,
+}
+
+fn parts_key(prefix: u8, parts: &[&str], number: u64) -> Vec<u8> {
+    let mut key = vec![prefix];
+    for part in parts {
+        key.extend_from_slice(part.as_bytes());
+        key.push(0);
+    }
+    key.extend_from_slice(&number.to_be_bytes());
+    key
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(text: &str) -> Option<Vec<u8>> {
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+impl WindowStore for SledWindows {
+    fn checkpoint(&self, shard: usize) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self
+            .tree
+            .get(parts_key(b'k', &[], shard as u64))
+            .map_err(unavailable)?
+            .map(|v| v.to_vec()))
+    }
+
+    fn commit(
+        &self,
+        shard: usize,
+        results: &[WindowResult],
+        late: &[(String, Event)],
+        checkpoint: &[u8],
+    ) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        for r in results {
+            batch.insert(
+                parts_key(b'r', &[&r.pipeline, &r.key], r.window_start_ms),
+                serde_json::to_vec(r).map_err(unavailable)?,
+            );
+        }
+        for (pipeline, event) in late {
+            batch.insert(
+                parts_key(b'l', &[pipeline], event.offset),
+                serde_json::to_vec(event).map_err(unavailable)?,
+            );
+        }
+        batch.insert(parts_key(b'k', &[], shard as u64), checkpoint);
+        self.tree.apply_batch(batch).map_err(unavailable)
+    }
+
+    fn results(
+        &self,
+        filter: &ResultFilter,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<WindowResult>, Option<String>), StoreError> {
+        let mut prefix = vec![b'r'];
+        prefix.extend_from_slice(filter.pipeline.as_bytes());
+        prefix.push(0);
+        if let Some(key) = &filter.key {
+            prefix.extend_from_slice(key.as_bytes());
+            prefix.push(0);
+        }
+        let start = match after.and_then(unhex) {
+            Some(mut cursor) => {
+                cursor.push(0); // just after the cursor's key
+                cursor
+            }
+            None => prefix.clone(),
+        };
+        let mut page = Vec::new();
+        let mut last_key = Vec::new();
+        for entry in self.tree.range(start..) {
+            let (key, bytes) = entry.map_err(unavailable)?;
+            if !key.starts_with(&prefix) {
+                break;
+            }
+            let result: WindowResult = decode("window result", &bytes)?;
+            if filter.from_ms.is_some_and(|f| result.window_start_ms < f)
+                || filter.to_ms.is_some_and(|t| result.window_start_ms >= t)
+            {
+                continue;
+            }
+            if page.len() == limit {
+                return Ok((page, Some(hex(&last_key))));
+            }
+            last_key = key.to_vec();
+            page.push(result);
+        }
+        Ok((page, None))
+    }
+
+    fn late(
+        &self,
+        pipeline: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<(Vec<Event>, Option<u64>), StoreError> {
+        let start = parts_key(b'l', &[pipeline], after.saturating_add(1));
+        let end = parts_key(b'l', &[pipeline], u64::MAX);
+        let mut page = Vec::new();
+        for entry in self.tree.range(start..=end) {
+            let (_, bytes) = entry.map_err(unavailable)?;
+            let event: Event = decode("late event", &bytes)?;
+            if page.len() == limit {
+                let cursor = page.last().map(|e: &Event| e.offset);
+                return Ok((page, cursor));
+            }
+            page.push(event);
         }
         Ok((page, None))
     }

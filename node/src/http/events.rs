@@ -25,7 +25,7 @@ use troupe_actors::tree::INGESTOR;
 use troupe_protocol::{EventIn, EventPage, IngestReply};
 
 use super::json::{parse, read_body};
-use super::{page_limit, ApiError, AppState};
+use super::{offset_cursor, page_limit, store_work, ApiError, AppState};
 
 /// Events handed to the ingestor at a time while an NDJSON body streams.
 pub const CHUNK: usize = 2_048;
@@ -66,14 +66,10 @@ async fn append(state: &AppState, batch: Vec<Admitted>) -> Result<IngestReply, A
         .map_err(|e| ApiError::unavailable(e.to_string()))
 }
 
-/// Makes what was appended durable (off the async threads: sled blocks).
+/// Makes what was appended durable.
 async fn flush(state: &AppState) -> Result<(), ApiError> {
     let log = std::sync::Arc::clone(&state.events);
-    match tokio::task::spawn_blocking(move || log.flush()).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(ApiError::unavailable(e.to_string())),
-        Err(e) => Err(ApiError::unavailable(format!("flush failed: {e}"))),
-    }
+    store_work(move || log.flush()).await
 }
 
 fn admitted(input: EventIn, now: u64, at: &str) -> Result<Admitted, ApiError> {
@@ -238,7 +234,7 @@ pub(super) async fn stats(state: web::Data<AppState>) -> Result<HttpResponse, Ap
 }
 
 /// A time bound: ms since the epoch or RFC 3339.
-fn time_bound(field: &str, value: &str) -> Result<u64, ApiError> {
+pub(super) fn time_bound(field: &str, value: &str) -> Result<u64, ApiError> {
     value
         .parse::<u64>()
         .ok()
@@ -262,11 +258,7 @@ pub(super) async fn list(
             "source" => filter.source = Some(value),
             "from" => filter.from_ms = Some(time_bound("from", &value)?),
             "to" => filter.to_ms = Some(time_bound("to", &value)?),
-            "cursor" => {
-                after = value
-                    .parse()
-                    .map_err(|_| ApiError::invalid("cursor", "not a cursor from a previous page"))?
-            }
+            "cursor" => after = offset_cursor(&value)?,
             "limit" => limit = page_limit(&value, MAX_PAGE)?,
             other => return Err(ApiError::invalid(other, "unknown query parameter")),
         }

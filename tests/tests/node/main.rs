@@ -7,3 +7,4 @@ mod durability;
 mod events;
 mod supervision;
 mod tasks;
+mod windows;

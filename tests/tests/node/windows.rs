@@ -1,0 +1,188 @@
+//! Pipelines over ingested events: tumbling windows with out-of-order and
+//! late events, checked against values computed here; and exactly-once
+//! results across a SIGKILL.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use troupe_tests::{wait_until, Cluster};
+
+const PIPELINE: &str = r#"
+[[pipelines]]
+id = "temps"
+event_type = "reading"
+key_by = "source"
+window = { kind = "tumbling", size_ms = 1000 }
+aggregates = [{ op = "count" }, { op = "sum", field = "data.v" }, { op = "max", field = "data.v" }, { op = "avg", field = "data.v" }]
+watermark_delay_ms = 300
+"#;
+
+const BASE: u64 = 1_767_225_600_000;
+
+/// (id, source, event time, value): three sources, each out of order by up
+/// to 250 ms (less than the watermark delay), over about 30 s.
+fn readings() -> Vec<(String, String, u64, u64)> {
+    (0..3000u64)
+        .map(|i| {
+            let jitter = (i * 7919) % 250;
+            let t = BASE + i * 10 + 250 - jitter;
+            (format!("r-{i}"), format!("s{}", i % 3), t, i % 10)
+        })
+        .collect()
+}
+
+fn ndjson(events: &[(String, String, u64, u64)], event_type: &str) -> String {
+    let mut body = String::new();
+    for (id, source, t, v) in events {
+        let _ = writeln!(
+            body,
+            r#"{{"event_id":"{id}","source":"{source}","event_type":"{event_type}","timestamp":{t},"data":{{"v":{v}}}}}"#
+        );
+    }
+    body
+}
+
+/// Closed windows per (source, start) as the node should store them.
+fn expected(events: &[(String, String, u64, u64)]) -> BTreeMap<(String, u64), (u64, u64, u64)> {
+    let mut windows: BTreeMap<(String, u64), (u64, u64, u64)> = BTreeMap::new();
+    for (_, source, t, v) in events {
+        let w = windows.entry((source.clone(), t - t % 1000)).or_default();
+        w.0 += 1;
+        w.1 += v;
+        w.2 = w.2.max(*v);
+    }
+    windows
+}
+
+fn stored(cluster: &Cluster) -> Vec<Value> {
+    let mut all = Vec::new();
+    let mut path = "/v1/aggregates?pipeline=temps&limit=50".to_owned();
+    loop {
+        let page = cluster.get("n1", &path);
+        assert_eq!(page.status, 200, "{}", page.text);
+        all.extend(page.body["results"].as_array().cloned().unwrap_or_default());
+        match page.body["next_cursor"].as_str() {
+            Some(c) => path = format!("/v1/aggregates?pipeline=temps&limit=50&cursor={c}"),
+            None => return all,
+        }
+    }
+}
+
+fn send(cluster: &Cluster, body: &str) -> Value {
+    let reply = cluster.post_as("n1", "/v1/events", "application/x-ndjson", body);
+    assert_eq!(reply.status, 202, "{}", reply.text);
+    reply.body
+}
+
+/// Moves every source's watermark far ahead, closing every earlier window.
+fn close_all(cluster: &Cluster) {
+    let last: Vec<(String, String, u64, u64)> = (0..3)
+        .map(|s| (format!("end-{s}"), format!("s{s}"), BASE + 100_000, 0))
+        .collect();
+    send(cluster, &ndjson(&last, "reading"));
+}
+
+fn assert_results_match(cluster: &Cluster, events: &[(String, String, u64, u64)]) {
+    let want = expected(events);
+    wait_until(Duration::from_secs(20), "every window stored", || {
+        stored(cluster).len() >= want.len()
+    });
+    let got = stored(cluster);
+    assert_eq!(got.len(), want.len(), "one result per window, no more");
+    for result in got {
+        let key = (
+            result["key"].as_str().unwrap_or_default().to_owned(),
+            result["window_start_ms"].as_u64().unwrap_or_default(),
+        );
+        let (count, sum, max) = want[&key];
+        assert_eq!(result["window_end_ms"], key.1 + 1000);
+        assert_eq!(result["events"], count, "{result}");
+        assert_eq!(result["values"]["count"], count as f64, "{result}");
+        assert_eq!(result["values"]["sum(data.v)"], sum as f64, "{result}");
+        assert_eq!(result["values"]["max(data.v)"], max as f64, "{result}");
+        assert_eq!(
+            result["values"]["avg(data.v)"],
+            sum as f64 / count as f64,
+            "{result}"
+        );
+    }
+}
+
+#[test]
+fn tumbling_windows_match_values_computed_independently_and_late_events_are_kept() {
+    let mut cluster = Cluster::new(1, PIPELINE);
+    cluster.start("n1", &[]);
+    let events = readings();
+    send(&cluster, &ndjson(&events, "reading"));
+    // Other event types do not count.
+    send(
+        &cluster,
+        &ndjson(&[("x".into(), "s0".into(), BASE + 500, 1000)], "other"),
+    );
+    close_all(&cluster);
+    assert_results_match(&cluster, &events);
+
+    // Now long past: late, counted and retrievable, and no window changes.
+    send(
+        &cluster,
+        &ndjson(&[("late-1".into(), "s1".into(), BASE + 20, 5)], "reading"),
+    );
+    wait_until(Duration::from_secs(10), "the late event counted", || {
+        cluster.get("n1", "/v1/pipelines").body[0]["counters"]["late"] == 1
+    });
+    let late = cluster.get("n1", "/v1/pipelines/temps/late").body;
+    assert_eq!(late["events"][0]["event_id"], "late-1");
+    assert_results_match(&cluster, &events);
+
+    let marks = cluster.get("n1", "/v1/watermarks").body;
+    assert_eq!(marks["temps"]["watermark_ms"], BASE + 100_000 - 300);
+    assert_eq!(marks["temps"]["sources"]["s2"], BASE + 100_000 - 300);
+    let open = cluster.get("n1", "/v1/windows").body;
+    assert_eq!(
+        open,
+        json!([{"pipeline": "temps", "open_windows": 3, "watermark_ms": BASE + 100_000 - 300}])
+    );
+    assert_eq!(
+        cluster.get("n1", "/v1/aggregates").status,
+        422,
+        "pipeline is required"
+    );
+}
+
+#[test]
+fn each_window_is_stored_exactly_once_across_a_sigkill_and_a_resend() {
+    let mut cluster = Cluster::new(1, PIPELINE);
+    cluster.start("n1", &[]);
+    let events = readings();
+    let (first, _) = events.split_at(1800);
+    send(&cluster, &ndjson(first, "reading"));
+    // Killed while the shard works through the first part.
+    cluster.kill("n1");
+    cluster.start("n1", &[]);
+    // The client resends everything it is unsure of: duplicates are dropped.
+    let reply = send(&cluster, &ndjson(&events, "reading"));
+    assert_eq!(
+        (&reply["accepted"], &reply["duplicate"]),
+        (&json!(1200), &json!(1800))
+    );
+    close_all(&cluster);
+    assert_results_match(&cluster, &events);
+}
+
+#[test]
+fn a_bad_pipeline_in_the_config_is_refused_with_its_key() {
+    let cluster = Cluster::new(
+        1,
+        "[[pipelines]]\nid = \"p\"\nwindow = { kind = \"sliding\", size_ms = 10, slide_ms = 20 }\naggregates = [{ op = \"count\" }]\n",
+    );
+    let output = std::process::Command::new(troupe_tests::binary())
+        .args(["node", "--id", "n1", "--config"])
+        .arg(cluster.config_path())
+        .output()
+        .expect("run troupe");
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("pipelines[0].window.slide_ms"), "{stderr}");
+}
