@@ -89,6 +89,7 @@ fn restart(c: &mut Criterion) {
         },
         shards: 2,
         pipelines: Vec::new(),
+        sink: None,
         pool: PoolGauges::new(2),
         stuck_after: STUCK_AFTER,
     };

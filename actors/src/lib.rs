@@ -16,6 +16,7 @@ pub mod plugins;
 pub mod scheduler;
 pub mod schedules;
 pub mod shard;
+pub mod sink;
 pub mod store;
 pub mod supervisor;
 pub mod tasks;

@@ -99,6 +99,8 @@ pub struct WindowShard {
     pub pipelines: Vec<PipelineSpec>,
     /// Where the log and the results are.
     pub storage: Arc<dyn Storage>,
+    /// Whether results also go to the outbox of an external sink.
+    pub outbox: bool,
 }
 
 /// A shard's state.
@@ -155,7 +157,9 @@ impl WindowShard {
                     .collect(),
             };
             let bytes = serde_json::to_vec(&checkpoint)?;
-            state.store.commit(self.index, &results, &late, &bytes)?;
+            state
+                .store
+                .commit(self.index, &results, &late, &bytes, self.outbox)?;
             metrics::counter!("troupe_windows_emitted_total").increment(results.len() as u64);
             metrics::counter!("troupe_events_late_total").increment(late.len() as u64);
             if more.is_none() {

@@ -135,14 +135,22 @@ pub trait WindowStore: Send + Sync {
     /// Shard `shard`'s last checkpoint.
     fn checkpoint(&self, shard: usize) -> Result<Option<Vec<u8>>, StoreError>;
     /// Stores results and late events (per pipeline) with the checkpoint
-    /// that covers them, all or nothing.
+    /// that covers them, all or nothing; with `outbox`, the results also
+    /// wait in the outbox for an external sink.
     fn commit(
         &self,
         shard: usize,
         results: &[WindowResult],
         late: &[(String, Event)],
         checkpoint: &[u8],
+        outbox: bool,
     ) -> Result<(), StoreError>;
+    /// Up to `limit` results waiting for the external sink.
+    fn outbox(&self, limit: usize) -> Result<Vec<WindowResult>, StoreError>;
+    /// Takes results the sink has written out of the outbox.
+    fn outbox_done(&self, written: &[WindowResult]) -> Result<(), StoreError>;
+    /// Results waiting in the outbox.
+    fn outbox_len(&self) -> Result<u64, StoreError>;
     /// A page of results in (key, window start) order, and the cursor of
     /// the next page.
     fn results(
@@ -218,6 +226,7 @@ struct WindowMaps {
     checkpoints: HashMap<usize, Vec<u8>>,
     results: BTreeMap<(String, String, u64), WindowResult>,
     late: BTreeMap<(String, u64), Event>,
+    outbox: BTreeMap<(String, String, u64), WindowResult>,
 }
 
 #[derive(Debug, Default)]
@@ -234,13 +243,15 @@ impl WindowStore for MemoryWindows {
         results: &[WindowResult],
         late: &[(String, Event)],
         checkpoint: &[u8],
+        outbox: bool,
     ) -> Result<(), StoreError> {
         let mut maps = locked(&self.0)?;
         for r in results {
-            maps.results.insert(
-                (r.pipeline.clone(), r.key.clone(), r.window_start_ms),
-                r.clone(),
-            );
+            let id = (r.pipeline.clone(), r.key.clone(), r.window_start_ms);
+            if outbox {
+                maps.outbox.insert(id.clone(), r.clone());
+            }
+            maps.results.insert(id, r.clone());
         }
         for (pipeline, event) in late {
             maps.late
@@ -279,6 +290,28 @@ impl WindowStore for MemoryWindows {
             })
             .flatten();
         Ok((page, cursor))
+    }
+
+    fn outbox(&self, limit: usize) -> Result<Vec<WindowResult>, StoreError> {
+        Ok(locked(&self.0)?
+            .outbox
+            .values()
+            .take(limit)
+            .cloned()
+            .collect())
+    }
+
+    fn outbox_done(&self, written: &[WindowResult]) -> Result<(), StoreError> {
+        let mut maps = locked(&self.0)?;
+        for r in written {
+            maps.outbox
+                .remove(&(r.pipeline.clone(), r.key.clone(), r.window_start_ms));
+        }
+        Ok(())
+    }
+
+    fn outbox_len(&self) -> Result<u64, StoreError> {
+        Ok(locked(&self.0)?.outbox.len() as u64)
     }
 
     fn late(

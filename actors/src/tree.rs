@@ -9,9 +9,11 @@
 //! │   │           re-queues what the pool was running
 //! │   ├── workers  ractor factory running task attempts
 //! │   └── table    the task table
-//! └── ingest      rest_for_one: a restarted ingestor restarts the shards it feeds
-//!     ├── ingestor
-//!     └── shard-0 … shard-K-1
+//! ├── ingest      rest_for_one: a restarted ingestor restarts the shards
+//! │   ├── ingestor    the event log's one writer
+//! │   └── shard-0 … shard-K-1   pipelines' windows, following the log
+//! └── sinks       one_for_one (only with storage.postgres_url)
+//!     └── postgres    drains the results outbox into PostgreSQL
 //! ```
 
 use std::sync::Arc;
@@ -31,6 +33,7 @@ use crate::plugins::PluginRegistry;
 use crate::scheduler::{ClusterLink, Scheduler, MAX_TIMEOUT};
 use crate::schedules::{FireFn, Schedules};
 use crate::shard::WindowShard;
+use crate::sink::{ResultSink, SinkActor, SinkStatus};
 use crate::store::Storage;
 use crate::supervisor::{
     ChildSpec, RestartPolicy, Strategy, Supervisor, SupervisorArgs, SupervisorMsg, SupervisorStart,
@@ -73,6 +76,9 @@ pub struct NodeTreeConfig {
     pub shards: usize,
     /// The pipelines; pipeline i runs on shard i mod `shards`.
     pub pipelines: Vec<PipelineSpec>,
+    /// The external results sink (PostgreSQL), if configured, and its
+    /// health for `/ready`.
+    pub sink: Option<(Arc<dyn ResultSink>, SinkStatus)>,
     /// The worker pool's figures; its size is the pool's initial size.
     pub pool: Arc<PoolGauges>,
     /// A worker busy on one attempt for longer than this is stuck and is
@@ -151,10 +157,11 @@ fn node_children(config: &NodeTreeConfig, directory: &ActorDirectory) -> Vec<Chi
                 .map(|(_, p)| p.clone())
                 .collect(),
             storage: Arc::clone(&config.storage),
+            outbox: config.sink.is_some(),
         };
         ChildSpec::worker(format!("shard-{k}"), shard, || ())
     }));
-    vec![
+    let mut children = vec![
         ChildSpec::worker("membership", config.membership.clone(), || ()),
         ChildSpec::worker("plugins", PluginRegistry, || ()),
         ChildSpec::worker("schedules", schedules, || ()),
@@ -177,7 +184,23 @@ fn node_children(config: &NodeTreeConfig, directory: &ActorDirectory) -> Vec<Chi
                 children: ingest,
             },
         ),
-    ]
+    ];
+    if let Some((sink, status)) = &config.sink {
+        let actor = SinkActor {
+            sink: Arc::clone(sink),
+            storage: Arc::clone(&config.storage),
+            status: Arc::clone(status),
+        };
+        children.push(ChildSpec::supervisor(
+            "sinks",
+            SupervisorArgs {
+                strategy: Strategy::OneForOne,
+                policy: config.policy,
+                children: vec![ChildSpec::worker("postgres", actor, || ())],
+            },
+        ));
+    }
+    children
 }
 
 /// The directory of the tree started under `scope` (usable before it starts).

@@ -54,6 +54,8 @@ pub struct AppState {
     pub windows: Arc<dyn WindowStore>,
     /// Window shards under `node/ingest`.
     pub shards: usize,
+    /// Health of the PostgreSQL sink, when configured.
+    pub postgres: Option<troupe_actors::sink::SinkStatus>,
     /// Whether `POST /v1/actors/{path}/crash` is allowed.
     pub fault_injection: bool,
     /// Renders `/metrics`.

@@ -11,6 +11,7 @@ pub mod config;
 pub mod gossip;
 pub mod http;
 pub mod local;
+pub mod postgres;
 pub mod replication;
 pub mod routing;
 pub mod run;

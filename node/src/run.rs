@@ -19,13 +19,16 @@ use troupe_actors::membership::{
     KEY_VERSION, KEY_WORKERS,
 };
 use troupe_actors::scheduler::ClusterLink;
+use troupe_actors::sink::{ResultSink, SinkStatus};
 use troupe_actors::tasks::gauges::PoolGauges;
 use troupe_actors::tasks::kinds;
 use troupe_actors::tree::{self, NodeTreeConfig, MEMBERSHIP};
+use troupe_protocol::SinkHealth;
 
 use crate::config::{ClusterConfig, NodeEntry};
 use crate::gossip::{cpu_load_probe, ChitchatGossip};
 use crate::http::{self, AppState};
+use crate::postgres::PgSink;
 use crate::replication;
 use crate::routing::TaskRouter;
 use crate::store::SledStorage;
@@ -170,6 +173,13 @@ pub async fn run(
         .await
         .with_context(|| format!("cannot listen for peers on {}", entry.cluster))?;
     let pool = PoolGauges::new(config.workers.count);
+    let sink: Option<(Arc<dyn ResultSink>, SinkStatus)> = match &config.storage.postgres_url {
+        Some(url) => Some((
+            Arc::new(PgSink::new(url)?),
+            Arc::new(std::sync::Mutex::new(SinkHealth::default())),
+        )),
+        None => None,
+    };
     let tree_config = NodeTreeConfig {
         node_id: Arc::clone(&node_id),
         storage: Arc::clone(&storage_handle),
@@ -190,6 +200,7 @@ pub async fn run(
         policy: config.supervision.policy(),
         shards: INGEST_SHARDS,
         pipelines: config.pipelines.clone(),
+        sink: sink.clone(),
         pool,
         stuck_after: config.workers.stuck_after(),
     };
@@ -221,6 +232,7 @@ pub async fn run(
         ingest_limit: config.ingest.max_body(),
         windows: storage_handle.windows()?,
         shards: INGEST_SHARDS,
+        postgres: sink.map(|(_, status)| status),
         fault_injection: options.fault_injection || config.debug.fault_injection,
         metrics: metrics.clone(),
     });

@@ -174,6 +174,7 @@ mod tests {
             store: true,
             actors: true,
             not_running: vec![],
+            postgres: None,
         };
         let text = render(&health, &ready, &tree);
         assert!(text.contains("node n1"), "{text}");

@@ -290,12 +290,20 @@ impl WindowStore for SledWindows {
         results: &[WindowResult],
         late: &[(String, Event)],
         checkpoint: &[u8],
+        outbox: bool,
     ) -> Result<(), StoreError> {
         let mut batch = sled::Batch::default();
         for r in results {
+            let bytes = serde_json::to_vec(r).map_err(unavailable)?;
+            if outbox {
+                batch.insert(
+                    parts_key(b'o', &[&r.pipeline, &r.key], r.window_start_ms),
+                    bytes.clone(),
+                );
+            }
             batch.insert(
                 parts_key(b'r', &[&r.pipeline, &r.key], r.window_start_ms),
-                serde_json::to_vec(r).map_err(unavailable)?,
+                bytes,
             );
         }
         for (pipeline, event) in late {
@@ -348,6 +356,29 @@ impl WindowStore for SledWindows {
             page.push(result);
         }
         Ok((page, None))
+    }
+
+    fn outbox(&self, limit: usize) -> Result<Vec<WindowResult>, StoreError> {
+        self.tree
+            .scan_prefix(b"o")
+            .take(limit)
+            .map(|entry| {
+                let (_, bytes) = entry.map_err(unavailable)?;
+                decode("outbox result", &bytes)
+            })
+            .collect()
+    }
+
+    fn outbox_done(&self, written: &[WindowResult]) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        for r in written {
+            batch.remove(parts_key(b'o', &[&r.pipeline, &r.key], r.window_start_ms));
+        }
+        self.tree.apply_batch(batch).map_err(unavailable)
+    }
+
+    fn outbox_len(&self) -> Result<u64, StoreError> {
+        Ok(self.tree.scan_prefix(b"o").count() as u64)
     }
 
     fn late(

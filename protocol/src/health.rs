@@ -32,4 +32,22 @@ pub struct Readiness {
     /// Paths of actors that are not running, if any.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub not_running: Vec<String>,
+    /// External sinks (PostgreSQL), when configured. A sink that is down
+    /// does not make the node unready: results wait for it durably.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postgres: Option<SinkHealth>,
+}
+
+/// How a sink is doing.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SinkHealth {
+    /// The last write (or connection attempt) succeeded.
+    pub up: bool,
+    /// Results waiting in the local outbox, as last counted.
+    pub queued: u64,
+    /// Results written since the node started.
+    pub written: u64,
+    /// Why it is down.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }

@@ -19,7 +19,7 @@ pub use actors::{ActorNode, ActorStatus, Failure};
 pub use cluster::{ClusterView, Member, MemberState};
 pub use error::ErrorBody;
 pub use events::{Event, EventIn, EventPage, EventTime, IngestReply, IngestStats};
-pub use health::{Health, Readiness};
+pub use health::{Health, Readiness, SinkHealth};
 pub use pipelines::{AggregateOp, AggregateSpec, PipelineSpec, WindowResult, WindowSpec};
 pub use schedules::{CreateSchedule, ScheduleRecord, ScheduleStatus};
 pub use tasks::{

@@ -46,6 +46,10 @@ pub(super) async fn ready(state: web::Data<AppState>) -> HttpResponse {
         store,
         actors: down.is_empty(),
         not_running: down,
+        postgres: state
+            .postgres
+            .as_ref()
+            .and_then(|status| status.lock().ok().map(|h| h.clone())),
     };
     if readiness.ready {
         HttpResponse::Ok().json(readiness)

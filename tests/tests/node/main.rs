@@ -5,6 +5,7 @@ mod api;
 mod cluster_up;
 mod durability;
 mod events;
+mod postgres;
 mod supervision;
 mod tasks;
 mod windows;

@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use troupe_tests::{wait_until, Cluster};
 
-const PIPELINE: &str = r#"
+pub(crate) const PIPELINE: &str = r#"
 [[pipelines]]
 id = "temps"
 event_type = "reading"
@@ -19,11 +19,11 @@ aggregates = [{ op = "count" }, { op = "sum", field = "data.v" }, { op = "max", 
 watermark_delay_ms = 300
 "#;
 
-const BASE: u64 = 1_767_225_600_000;
+pub(crate) const BASE: u64 = 1_767_225_600_000;
 
 /// (id, source, event time, value): three sources, each out of order by up
 /// to 250 ms (less than the watermark delay), over about 30 s.
-fn readings() -> Vec<(String, String, u64, u64)> {
+pub(crate) fn readings() -> Vec<(String, String, u64, u64)> {
     (0..3000u64)
         .map(|i| {
             let jitter = (i * 7919) % 250;
@@ -33,7 +33,7 @@ fn readings() -> Vec<(String, String, u64, u64)> {
         .collect()
 }
 
-fn ndjson(events: &[(String, String, u64, u64)], event_type: &str) -> String {
+pub(crate) fn ndjson(events: &[(String, String, u64, u64)], event_type: &str) -> String {
     let mut body = String::new();
     for (id, source, t, v) in events {
         let _ = writeln!(
@@ -45,7 +45,9 @@ fn ndjson(events: &[(String, String, u64, u64)], event_type: &str) -> String {
 }
 
 /// Closed windows per (source, start) as the node should store them.
-fn expected(events: &[(String, String, u64, u64)]) -> BTreeMap<(String, u64), (u64, u64, u64)> {
+pub(crate) fn expected(
+    events: &[(String, String, u64, u64)],
+) -> BTreeMap<(String, u64), (u64, u64, u64)> {
     let mut windows: BTreeMap<(String, u64), (u64, u64, u64)> = BTreeMap::new();
     for (_, source, t, v) in events {
         let w = windows.entry((source.clone(), t - t % 1000)).or_default();
@@ -70,16 +72,16 @@ fn stored(cluster: &Cluster) -> Vec<Value> {
     }
 }
 
-fn send(cluster: &Cluster, body: &str) -> Value {
+pub(crate) fn send(cluster: &Cluster, body: &str) -> Value {
     let reply = cluster.post_as("n1", "/v1/events", "application/x-ndjson", body);
     assert_eq!(reply.status, 202, "{}", reply.text);
     reply.body
 }
 
-/// Moves every source's watermark far ahead, closing every earlier window.
-fn close_all(cluster: &Cluster) {
+/// Moves every source's watermark to `at`, closing every earlier window.
+pub(crate) fn close_at(cluster: &Cluster, at: u64) {
     let last: Vec<(String, String, u64, u64)> = (0..3)
-        .map(|s| (format!("end-{s}"), format!("s{s}"), BASE + 100_000, 0))
+        .map(|s| (format!("end-{at}-{s}"), format!("s{s}"), at, 0))
         .collect();
     send(cluster, &ndjson(&last, "reading"));
 }
@@ -121,7 +123,7 @@ fn tumbling_windows_match_values_computed_independently_and_late_events_are_kept
         &cluster,
         &ndjson(&[("x".into(), "s0".into(), BASE + 500, 1000)], "other"),
     );
-    close_all(&cluster);
+    close_at(&cluster, BASE + 100_000);
     assert_results_match(&cluster, &events);
 
     // Now long past: late, counted and retrievable, and no window changes.
@@ -167,7 +169,7 @@ fn each_window_is_stored_exactly_once_across_a_sigkill_and_a_resend() {
         (&reply["accepted"], &reply["duplicate"]),
         (&json!(1200), &json!(1800))
     );
-    close_all(&cluster);
+    close_at(&cluster, BASE + 100_000);
     assert_results_match(&cluster, &events);
 }
 
