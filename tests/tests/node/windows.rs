@@ -188,3 +188,136 @@ fn a_bad_pipeline_in_the_config_is_refused_with_its_key() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("pipelines[0].window.slide_ms"), "{stderr}");
 }
+
+/// Runs `events` through a one-pipeline node with `window` and returns
+/// the stored results as (key, start, end, events, sum).
+fn windows_of(
+    window: &str,
+    events: &[(String, String, u64, u64)],
+) -> Vec<(String, u64, u64, u64, f64)> {
+    let mut cluster = Cluster::new(
+        1,
+        &format!(
+            "[[pipelines]]\nid = \"temps\"\nkey_by = \"source\"\nwindow = {window}\n\
+             aggregates = [{{ op = \"count\" }}, {{ op = \"sum\", field = \"data.v\" }}]\nwatermark_delay_ms = 300\n"
+        ),
+    );
+    cluster.start("n1", &[]);
+    send(&cluster, &ndjson(events, "reading"));
+    close_at(&cluster, BASE + 100_000);
+    wait_until(
+        Duration::from_secs(20),
+        "the shard to reach the end",
+        || {
+            cluster.get("n1", "/v1/watermarks").body["temps"]["watermark_ms"]
+                == BASE + 100_000 - 300
+        },
+    );
+    stored(&cluster)
+        .iter()
+        .map(|r| {
+            (
+                r["key"].as_str().unwrap_or_default().to_owned(),
+                r["window_start_ms"].as_u64().unwrap_or_default(),
+                r["window_end_ms"].as_u64().unwrap_or_default(),
+                r["events"].as_u64().unwrap_or_default(),
+                r["values"]["sum(data.v)"].as_f64().unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn sliding_windows_hold_every_event_of_their_span() {
+    let events = readings();
+    let got = windows_of(
+        "{ kind = \"sliding\", size_ms = 2000, slide_ms = 500 }",
+        &events,
+    );
+    // Independently: every [k*500, k*500+2000) with at least one event.
+    let mut want = Vec::new();
+    for source in ["s0", "s1", "s2"] {
+        let first = events.iter().map(|e| e.2).min().unwrap_or(0);
+        let last = events.iter().map(|e| e.2).max().unwrap_or(0);
+        let mut start = first - first % 500 - 1500;
+        while start <= last {
+            let inside: Vec<u64> = events
+                .iter()
+                .filter(|e| e.1 == source && (start..start + 2000).contains(&e.2))
+                .map(|e| e.3)
+                .collect();
+            if !inside.is_empty() {
+                want.push((
+                    source.to_owned(),
+                    start,
+                    start + 2000,
+                    inside.len() as u64,
+                    inside.iter().sum::<u64>() as f64,
+                ));
+            }
+            start += 500;
+        }
+    }
+    want.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+    let mut got = got;
+    got.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+    assert_eq!(got, want);
+}
+
+#[test]
+fn session_windows_split_on_gaps_out_of_order_events_included() {
+    // Bursts per source with 2 s pauses, each burst sent shuffled.
+    let mut events = Vec::new();
+    for burst in 0..5u64 {
+        for i in 0..40u64 {
+            let t = BASE + burst * 5_000 + (i * 37) % 40 * 20;
+            let source = format!("s{}", i % 2);
+            events.push((format!("b{burst}-{i}"), source, t, i));
+        }
+    }
+    let got = windows_of("{ kind = \"session\", gap_ms = 500 }", &events);
+    // Independently: per source, sort by time and cut where the gap is >= 500.
+    let mut want = Vec::new();
+    for source in ["s0", "s1"] {
+        let mut mine: Vec<(u64, u64)> = events
+            .iter()
+            .filter(|e| e.1 == source)
+            .map(|e| (e.2, e.3))
+            .collect();
+        mine.sort();
+        let mut session: Vec<(u64, u64)> = Vec::new();
+        for (t, v) in mine {
+            if session.last().is_some_and(|(last, _)| t >= last + 500) {
+                let start = session[0].0;
+                let end = session.last().map_or(0, |l| l.0) + 500;
+                want.push((
+                    source.to_owned(),
+                    start,
+                    end,
+                    session.len() as u64,
+                    session.iter().map(|s| s.1).sum::<u64>() as f64,
+                ));
+                session.clear();
+            }
+            session.push((t, v));
+        }
+        let start = session[0].0;
+        let end = session.last().map_or(0, |l| l.0) + 500;
+        want.push((
+            source.to_owned(),
+            start,
+            end,
+            session.len() as u64,
+            session.iter().map(|s| s.1).sum::<u64>() as f64,
+        ));
+    }
+    want.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+    let mut got = got;
+    got.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+    assert_eq!(
+        got.len(),
+        10,
+        "five bursts for each of two sources: {got:?}"
+    );
+    assert_eq!(got, want);
+}
