@@ -80,6 +80,9 @@ pub enum ShardMsg {
     Tick,
     /// The state of its pipelines.
     Status(RpcReplyPort<Vec<PipelineStatus>>),
+    /// Process everything in the log now, commit, and answer the offset
+    /// covered.
+    Checkpoint(RpcReplyPort<Result<u64, String>>),
     /// Panic with this reason.
     InjectedFault(String),
 }
@@ -245,6 +248,16 @@ impl Actor for WindowShard {
             }
             ShardMsg::Status(reply) => {
                 let _ = reply.send(self.status(state));
+            }
+            ShardMsg::Checkpoint(reply) => {
+                let caught_up = loop {
+                    match self.catch_up(state) {
+                        Ok(true) => continue,
+                        Ok(false) => break Ok(state.offset),
+                        Err(e) => break Err(e.to_string()),
+                    }
+                };
+                let _ = reply.send(caught_up);
             }
             ShardMsg::InjectedFault(reason) => panic!("injected fault: {reason}"),
         }

@@ -194,11 +194,17 @@ pub struct IngestSection {
     /// read as it arrives, so this bounds the request, not memory; a JSON
     /// document is parsed whole and is also held to 64 MiB).
     pub max_body_mb: u64,
+    /// Ingestion requests served at once; beyond that a request gets 429
+    /// with Retry-After (the node is saturated, nothing was written).
+    pub max_concurrent_requests: usize,
 }
 
 impl Default for IngestSection {
     fn default() -> Self {
-        Self { max_body_mb: 4096 }
+        Self {
+            max_body_mb: 4096,
+            max_concurrent_requests: 64,
+        }
     }
 }
 
@@ -360,6 +366,9 @@ impl ClusterConfig {
         }
         if self.ingest.max_body_mb == 0 {
             return bad("ingest.max_body_mb", "must be at least 1");
+        }
+        if self.ingest.max_concurrent_requests == 0 {
+            return bad("ingest.max_concurrent_requests", "must be at least 1");
         }
         if self.workers.stuck_after_secs == 0 {
             return bad("workers.stuck_after_secs", "must be at least 1");

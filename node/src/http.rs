@@ -50,6 +50,8 @@ pub struct AppState {
     pub events: Arc<dyn EventStore>,
     /// Largest ingestion body, bytes.
     pub ingest_limit: usize,
+    /// Ingestion requests in progress at once; more get a 429.
+    pub ingest_slots: Arc<tokio::sync::Semaphore>,
     /// Window results and late events, for queries.
     pub windows: Arc<dyn WindowStore>,
     /// Window shards under `node/ingest`.
@@ -112,6 +114,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/v1/windows", web::get().to(pipelines::windows))
         .route("/v1/watermarks", web::get().to(pipelines::watermarks))
         .route("/v1/aggregates", web::get().to(pipelines::aggregates))
+        .route("/v1/checkpoint", web::post().to(pipelines::checkpoint))
         .route("/v1/schedules", web::post().to(schedules::create))
         .route("/v1/schedules", web::get().to(schedules::list))
         .route("/v1/schedules/{id}", web::get().to(schedules::get))

@@ -230,6 +230,9 @@ pub async fn run(
         router,
         events: storage_handle.events()?,
         ingest_limit: config.ingest.max_body(),
+        ingest_slots: Arc::new(tokio::sync::Semaphore::new(
+            config.ingest.max_concurrent_requests,
+        )),
         windows: storage_handle.windows()?,
         shards: INGEST_SHARDS,
         postgres: sink.map(|(_, status)| status),

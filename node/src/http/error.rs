@@ -57,6 +57,11 @@ impl ApiError {
         Self::new(StatusCode::CONFLICT, "conflict", detail)
     }
 
+    /// 429: the node is saturated; retry after a second.
+    pub fn saturated(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::TOO_MANY_REQUESTS, "saturated", detail)
+    }
+
     /// 503: a part of the node is not available; retrying later can help.
     pub fn unavailable(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", detail)
@@ -91,6 +96,7 @@ impl ApiError {
             "forbidden" => "forbidden",
             "conflict" => "conflict",
             "too_large" => "too_large",
+            "saturated" => "saturated",
             _ => "unavailable",
         };
         Self {
@@ -109,7 +115,10 @@ impl ResponseError for ApiError {
 
     fn error_response(&self) -> HttpResponse {
         let mut response = HttpResponse::build(self.status);
-        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+        if matches!(
+            self.status,
+            StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS
+        ) {
             response.insert_header(("Retry-After", "1"));
         }
         response.json(self.to_parts().1)

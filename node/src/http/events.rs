@@ -84,11 +84,20 @@ enum Shape {
     Either,
 }
 
+/// A place among the ingestion requests served at once, or 429.
+fn slot(state: &AppState) -> Result<tokio::sync::SemaphorePermit<'_>, ApiError> {
+    state.ingest_slots.try_acquire().map_err(|_| {
+        metrics::counter!("troupe_ingest_saturated_total").increment(1);
+        ApiError::saturated("too many ingestion requests at once; nothing was written, retry")
+    })
+}
+
 async fn document(
     state: &AppState,
     payload: web::Payload,
     shape: Shape,
 ) -> Result<HttpResponse, ApiError> {
+    let _slot = slot(state)?;
     let body = read_body(payload, state.ingest_limit.min(MAX_JSON_DOCUMENT)).await?;
     let is_array = body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[');
     let now = now_ms();
@@ -131,6 +140,7 @@ fn ndjson_line(bytes: &[u8], line: u64, at: u64, now: u64) -> Result<Option<Admi
 }
 
 async fn ndjson(state: &AppState, mut payload: web::Payload) -> Result<HttpResponse, ApiError> {
+    let _slot = slot(state)?;
     let limit = state.ingest_limit as u64;
     let mut reply = IngestReply::default();
     let mut pending: Vec<Admitted> = Vec::with_capacity(CHUNK);

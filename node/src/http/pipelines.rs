@@ -37,6 +37,29 @@ async fn statuses(state: &AppState) -> Result<Vec<PipelineStatus>, ApiError> {
     Ok(all)
 }
 
+/// `POST /v1/checkpoint`: every shard processes the log to its end and
+/// commits; then the store is flushed. Answers each shard's offset.
+pub(super) async fn checkpoint(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let mut offsets = BTreeMap::new();
+    for k in 0..state.shards {
+        let path = format!("node/ingest/shard-{k}");
+        let shard = state
+            .directory
+            .get::<ShardMsg>(&path)
+            .ok_or_else(|| ApiError::unavailable(format!("{path} is restarting")))?;
+        match shard.call(ShardMsg::Checkpoint, Some(SHARD_TIMEOUT)).await {
+            Ok(CallResult::Success(Ok(offset))) => {
+                offsets.insert(path, offset);
+            }
+            Ok(CallResult::Success(Err(e))) => return Err(ApiError::unavailable(e)),
+            _ => return Err(ApiError::unavailable(format!("{path} did not answer"))),
+        }
+    }
+    let log = Arc::clone(&state.events);
+    store_work(move || log.flush()).await?;
+    Ok(HttpResponse::Ok().json(json!({"checkpointed": offsets})))
+}
+
 pub(super) async fn list(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(statuses(&state).await?))
 }

@@ -231,3 +231,45 @@ fn acknowledged_events_survive_sigkill() {
     assert_eq!(last["events"][0]["offset"], 5_000);
     assert!(last["next_cursor"].is_null());
 }
+
+#[test]
+fn a_saturated_node_answers_429_with_retry_after_and_writes_nothing() {
+    use std::io::{Read, Write};
+    let mut cluster = Cluster::new(1, "[ingest]\nmax_concurrent_requests = 1\n");
+    cluster.start("n1", &[]);
+    let event = r#"{"source":"s","event_type":"t","data":{}}"#;
+    // A slow client holds the one place: headers sent, body not yet.
+    let address = cluster.url("n1").trim_start_matches("http://").to_owned();
+    let mut slow = std::net::TcpStream::connect(&address).expect("connect");
+    write!(
+        slow,
+        "POST /v1/events HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{}",
+        event.len(),
+        &event[..10]
+    )
+    .expect("send head");
+    troupe_tests::wait_until(
+        std::time::Duration::from_secs(10),
+        "a 429",
+        || match ureq::post(&format!("{}/v1/events", cluster.url("n1"))).send_string(event) {
+            Err(ureq::Error::Status(429, reply)) => {
+                assert_eq!(reply.header("retry-after"), Some("1"));
+                let body: Value = reply.into_json().expect("error body");
+                assert_eq!(body["error"], "saturated");
+                true
+            }
+            _ => false,
+        },
+    );
+    assert_eq!(
+        stats(&cluster)["events"],
+        0,
+        "the refused request wrote nothing"
+    );
+    // The slow request completes normally.
+    slow.write_all(&event.as_bytes()[10..]).expect("send rest");
+    let mut answer = [0u8; 12];
+    slow.read_exact(&mut answer).expect("status line");
+    assert_eq!(&answer, b"HTTP/1.1 202");
+    assert_eq!(stats(&cluster)["events"], 1);
+}

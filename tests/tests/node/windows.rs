@@ -138,6 +138,14 @@ fn tumbling_windows_match_values_computed_independently_and_late_events_are_kept
     assert_eq!(late["events"][0]["event_id"], "late-1");
     assert_results_match(&cluster, &events);
 
+    let checkpoint = cluster.post("n1", "/v1/checkpoint", "");
+    assert_eq!(checkpoint.status, 200, "{}", checkpoint.text);
+    assert_eq!(
+        checkpoint.body["checkpointed"]["node/ingest/shard-0"],
+        cluster.get("n1", "/stats").body["events"],
+        "the shard running the pipeline covers the whole log"
+    );
+
     let marks = cluster.get("n1", "/v1/watermarks").body;
     assert_eq!(marks["temps"]["watermark_ms"], BASE + 100_000 - 300);
     assert_eq!(marks["temps"]["sources"]["s2"], BASE + 100_000 - 300);
