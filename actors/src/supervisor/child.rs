@@ -44,6 +44,27 @@ type StartFn =
     dyn Fn(ActorPath, ActorCell) -> BoxFuture<'static, Result<ActorCell, SpawnErr>> + Send + Sync;
 type InjectFn = dyn Fn(&ActorCell, String) -> bool + Send + Sync;
 
+/// How long a new incarnation waits for its predecessor's name to be free.
+const NAME_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Makes sure no earlier incarnation holds `name`: one left over from a
+/// supervisor that failed (ractor stops a dead supervisor's children
+/// asynchronously, so they may outlive it briefly) is killed, and its name
+/// awaited.
+async fn free_name(name: &str) {
+    let Some(stale) = ractor::registry::where_is(name) else {
+        return;
+    };
+    tracing::debug!(actor = name, "waiting for the previous incarnation to stop");
+    stale.kill();
+    let deadline = tokio::time::Instant::now() + NAME_WAIT;
+    while ractor::registry::where_is(name).is_some()
+        && tokio::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+}
+
 /// A start function that spawns a new incarnation from `make` each time,
 /// linked to the supervisor and registered under its tree path.
 fn spawn_fresh<A, F>(make: F) -> Arc<StartFn>
@@ -54,8 +75,10 @@ where
     Arc::new(move |place: ActorPath, supervisor: ActorCell| {
         let (actor, arguments) = make();
         let fut: BoxFuture<'static, Result<ActorCell, SpawnErr>> = Box::pin(async move {
-            let name = Some(place.registered_name());
-            let (actor_ref, _) = Actor::spawn_linked(name, actor, arguments, supervisor).await?;
+            let name = place.registered_name();
+            free_name(&name).await;
+            let (actor_ref, _) =
+                Actor::spawn_linked(Some(name), actor, arguments, supervisor).await?;
             Ok(actor_ref.get_cell())
         });
         fut
@@ -132,9 +155,10 @@ impl ChildSpec {
                 args: args.clone(),
             };
             let fut: BoxFuture<'static, Result<ActorCell, SpawnErr>> = Box::pin(async move {
-                let name = Some(start.place.registered_name());
+                let name = start.place.registered_name();
+                free_name(&name).await;
                 let (actor_ref, _) =
-                    Actor::spawn_linked(name, Supervisor, start, supervisor).await?;
+                    Actor::spawn_linked(Some(name), Supervisor, start, supervisor).await?;
                 Ok(actor_ref.get_cell())
             });
             fut

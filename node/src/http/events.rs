@@ -84,12 +84,24 @@ enum Shape {
     Either,
 }
 
+/// A place among the ingestion requests served at once (counted in
+/// `troupe_ingest_requests_in_flight` while held).
+struct Slot<'a>(#[allow(dead_code)] tokio::sync::SemaphorePermit<'a>);
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        metrics::gauge!("troupe_ingest_requests_in_flight").decrement(1.0);
+    }
+}
+
 /// A place among the ingestion requests served at once, or 429.
-fn slot(state: &AppState) -> Result<tokio::sync::SemaphorePermit<'_>, ApiError> {
-    state.ingest_slots.try_acquire().map_err(|_| {
+fn slot(state: &AppState) -> Result<Slot<'_>, ApiError> {
+    let permit = state.ingest_slots.try_acquire().map_err(|_| {
         metrics::counter!("troupe_ingest_saturated_total").increment(1);
         ApiError::saturated("too many ingestion requests at once; nothing was written, retry")
-    })
+    })?;
+    metrics::gauge!("troupe_ingest_requests_in_flight").increment(1.0);
+    Ok(Slot(permit))
 }
 
 async fn document(

@@ -250,17 +250,22 @@ fn a_saturated_node_answers_429_with_retry_after_and_writes_nothing() {
     .expect("send head");
     troupe_tests::wait_until(
         std::time::Duration::from_secs(10),
-        "a 429",
-        || match ureq::post(&format!("{}/v1/events", cluster.url("n1"))).send_string(event) {
-            Err(ureq::Error::Status(429, reply)) => {
-                assert_eq!(reply.header("retry-after"), Some("1"));
-                let body: Value = reply.into_json().expect("error body");
-                assert_eq!(body["error"], "saturated");
-                true
-            }
-            _ => false,
+        "the slow request to hold its place",
+        || {
+            cluster
+                .get("n1", "/metrics")
+                .text
+                .contains("troupe_ingest_requests_in_flight 1")
         },
     );
+    match ureq::post(&format!("{}/v1/events", cluster.url("n1"))).send_string(event) {
+        Err(ureq::Error::Status(429, reply)) => {
+            assert_eq!(reply.header("retry-after"), Some("1"));
+            let body: Value = reply.into_json().expect("error body");
+            assert_eq!(body["error"], "saturated");
+        }
+        other => panic!("expected 429, got {other:?}"),
+    }
     assert_eq!(
         stats(&cluster)["events"],
         0,
