@@ -92,6 +92,51 @@ pub async fn store_work<T: Send + 'static>(
     }
 }
 
+/// Whether the client asked for NDJSON (`Accept: application/x-ndjson`).
+fn wants_ndjson(req: &actix_web::HttpRequest) -> bool {
+    req.headers()
+        .get("accept")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("application/x-ndjson"))
+}
+
+/// Streams a paged listing as NDJSON, one page in memory at a time:
+/// `page(cursor)` gives a page and the next cursor. An error after the
+/// first byte ends the stream with an `{"error": …}` line.
+fn ndjson_pages<C, T, F, Fut>(first: C, page: F) -> actix_web::HttpResponse
+where
+    C: 'static,
+    T: serde::Serialize,
+    F: Fn(C) -> Fut + 'static,
+    Fut: std::future::Future<Output = Result<(Vec<T>, Option<C>), ApiError>> + 'static,
+{
+    let stream = futures::stream::unfold((Some(first), page), |(cursor, page)| async move {
+        let cursor = cursor?;
+        let (bytes, next) = match page(cursor).await {
+            Ok((items, next)) => {
+                let mut bytes = Vec::new();
+                for item in &items {
+                    if serde_json::to_writer(&mut bytes, item).is_ok() {
+                        bytes.push(b'\n');
+                    }
+                }
+                (bytes, next)
+            }
+            Err(e) => {
+                let line = serde_json::json!({"error": e.to_parts().1});
+                (format!("{line}\n").into_bytes(), None)
+            }
+        };
+        Some((
+            Ok::<_, actix_web::Error>(web::Bytes::from(bytes)),
+            (next, page),
+        ))
+    });
+    actix_web::HttpResponse::Ok()
+        .content_type("application/x-ndjson")
+        .streaming(stream)
+}
+
 /// Registers every route.
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/health", web::get().to(health::health))

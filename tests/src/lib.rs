@@ -272,6 +272,23 @@ impl Cluster {
         )
     }
 
+    /// GET `path` on node `id` as NDJSON (`Accept: application/x-ndjson`):
+    /// the status and each line parsed.
+    pub fn get_ndjson(&self, id: &str, path: &str) -> (u16, Vec<Value>) {
+        let reply = reply(
+            self.agent
+                .get(&format!("{}{path}", self.url(id)))
+                .set("Accept", "application/x-ndjson")
+                .call(),
+        );
+        let lines = reply
+            .text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or(Value::Null))
+            .collect();
+        (reply.status, lines)
+    }
+
     /// DELETE `path` on node `id`.
     pub fn delete(&self, id: &str, path: &str) -> Reply {
         reply(self.agent.delete(&format!("{}{path}", self.url(id))).call())

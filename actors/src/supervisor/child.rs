@@ -58,9 +58,7 @@ async fn free_name(name: &str) {
     tracing::debug!(actor = name, "waiting for the previous incarnation to stop");
     stale.kill();
     let deadline = tokio::time::Instant::now() + NAME_WAIT;
-    while ractor::registry::where_is(name).is_some()
-        && tokio::time::Instant::now() < deadline
-    {
+    while ractor::registry::where_is(name).is_some() && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(std::time::Duration::from_millis(2)).await;
     }
 }

@@ -25,7 +25,9 @@ use troupe_actors::tree::INGESTOR;
 use troupe_protocol::{EventIn, EventPage, IngestReply};
 
 use super::json::{parse, read_body};
-use super::{offset_cursor, page_limit, store_work, ApiError, AppState};
+use super::{
+    ndjson_pages, offset_cursor, page_limit, store_work, wants_ndjson, ApiError, AppState,
+};
 
 /// Events handed to the ingestor at a time while an NDJSON body streams.
 pub const CHUNK: usize = 2_048;
@@ -270,6 +272,7 @@ pub(super) fn time_bound(field: &str, value: &str) -> Result<u64, ApiError> {
 
 pub(super) async fn list(
     state: web::Data<AppState>,
+    req: HttpRequest,
     query: web::Query<HashMap<String, String>>,
 ) -> Result<HttpResponse, ApiError> {
     let mut filter = EventFilter::default();
@@ -285,13 +288,33 @@ pub(super) async fn list(
             other => return Err(ApiError::invalid(other, "unknown query parameter")),
         }
     }
-    let page: EventPage = ask(&state, |reply| IngestorMsg::Page {
+    if wants_ndjson(&req) {
+        // Everything from the cursor on, a page at a time.
+        return Ok(ndjson_pages(after, move |after| {
+            let state = state.clone();
+            let filter = filter.clone();
+            async move {
+                let page = events_page(&state, after, filter, MAX_PAGE).await?;
+                let next = page.next_cursor.and_then(|c| c.parse().ok());
+                Ok((page.events, next))
+            }
+        }));
+    }
+    Ok(HttpResponse::Ok().json(events_page(&state, after, filter, limit).await?))
+}
+
+async fn events_page(
+    state: &AppState,
+    after: u64,
+    filter: EventFilter,
+    limit: usize,
+) -> Result<EventPage, ApiError> {
+    ask(state, |reply| IngestorMsg::Page {
         after,
         filter,
         limit,
         reply,
     })
     .await?
-    .map_err(|e| ApiError::unavailable(e.to_string()))?;
-    Ok(HttpResponse::Ok().json(page))
+    .map_err(|e| ApiError::unavailable(e.to_string()))
 }

@@ -6,14 +6,16 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use ractor::rpc::CallResult;
 use serde_json::json;
 use troupe_actors::shard::{PipelineStatus, ShardMsg};
 use troupe_actors::store::ResultFilter;
 
 use super::events::time_bound;
-use super::{offset_cursor, page_limit, store_work, ApiError, AppState};
+use super::{
+    ndjson_pages, offset_cursor, page_limit, store_work, wants_ndjson, ApiError, AppState,
+};
 
 /// Largest page of results or late events.
 const MAX_PAGE: usize = 1_000;
@@ -89,6 +91,7 @@ pub(super) async fn watermarks(state: web::Data<AppState>) -> Result<HttpRespons
 
 pub(super) async fn aggregates(
     state: web::Data<AppState>,
+    req: HttpRequest,
     query: web::Query<HashMap<String, String>>,
 ) -> Result<HttpResponse, ApiError> {
     let mut filter = ResultFilter::default();
@@ -107,6 +110,19 @@ pub(super) async fn aggregates(
     }
     if filter.pipeline.is_empty() {
         return Err(ApiError::invalid("pipeline", "is required"));
+    }
+    if wants_ndjson(&req) {
+        // Everything from the cursor on, a page at a time.
+        let store = Arc::clone(&state.windows);
+        return Ok(ndjson_pages(cursor, move |cursor: Option<String>| {
+            let store = Arc::clone(&store);
+            let filter = filter.clone();
+            async move {
+                let (results, next) =
+                    store_work(move || store.results(&filter, cursor.as_deref(), MAX_PAGE)).await?;
+                Ok((results, next.map(Some)))
+            }
+        }));
     }
     let store = Arc::clone(&state.windows);
     let (results, next_cursor) =

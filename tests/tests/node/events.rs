@@ -96,6 +96,19 @@ fn events_are_accepted_counted_and_deduplicated() {
     // Times 0..4000 ms after the start: values 0..3999, every fourth.
     let expected: Vec<u64> = (0..4000).filter(|v| v % 4 == 3).collect();
     assert_eq!(seen, expected);
+
+    // As NDJSON: the whole log streamed, page after page, in order.
+    let (status, lines) = cluster.get_ndjson("n1", "/v1/events");
+    assert_eq!(status, 200);
+    assert_eq!(lines.len(), 10_003);
+    let offsets: Vec<u64> = lines.iter().filter_map(|l| l["offset"].as_u64()).collect();
+    assert_eq!(offsets, (1..=10_003).collect::<Vec<_>>());
+    let (_, dev3) = cluster.get_ndjson("n1", "/v1/events?source=dev-3&cursor=5000");
+    // NDJSON line i has offset 4 + i (three events came before).
+    let after_5000 = (0..10_000u64)
+        .filter(|i| 4 + i > 5000 && i % 4 == 3)
+        .count();
+    assert_eq!(dev3.len(), after_5000, "dev-3 events after offset 5000");
 }
 
 #[test]

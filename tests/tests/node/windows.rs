@@ -138,6 +138,10 @@ fn tumbling_windows_match_values_computed_independently_and_late_events_are_kept
     assert_eq!(late["events"][0]["event_id"], "late-1");
     assert_results_match(&cluster, &events);
 
+    let (status, lines) = cluster.get_ndjson("n1", "/v1/aggregates?pipeline=temps");
+    assert_eq!(status, 200);
+    assert_eq!(lines, stored(&cluster), "the same results, streamed");
+
     let checkpoint = cluster.post("n1", "/v1/checkpoint", "");
     assert_eq!(checkpoint.status, 200, "{}", checkpoint.text);
     assert_eq!(
