@@ -23,6 +23,8 @@ pub enum IngestorMsg {
     Append(Vec<Admitted>, RpcReplyPort<Result<IngestReply, StoreError>>),
     /// Per-source totals.
     Stats(RpcReplyPort<IngestStats>),
+    /// Delete events older than this event time (ms); how many went.
+    Retain(u64, RpcReplyPort<Result<u64, StoreError>>),
     /// A page of the log.
     Page {
         /// Events after this offset.
@@ -134,9 +136,16 @@ impl Actor for Ingestor {
             IngestorMsg::Append(batch, reply) => {
                 let _ = reply.send(Self::append(state, batch));
             }
+            IngestorMsg::Retain(cutoff, reply) => {
+                let removed = state.log.retain(cutoff).and_then(|removed| {
+                    state.sources = state.log.tail()?.1;
+                    Ok(removed)
+                });
+                let _ = reply.send(removed);
+            }
             IngestorMsg::Stats(reply) => {
                 let _ = reply.send(IngestStats {
-                    events: state.last_offset,
+                    events: state.sources.values().sum(),
                     duplicates: state.duplicates,
                     sources: state.sources.clone(),
                 });

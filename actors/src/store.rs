@@ -105,6 +105,10 @@ pub trait EventStore: Send + Sync {
     fn append(&self, events: &[Event], sources: &BTreeMap<String, u64>) -> Result<(), StoreError>;
     /// Makes everything appended so far durable.
     fn flush(&self) -> Result<(), StoreError>;
+    /// Deletes every event older (by event time) than `cutoff_ms`, with its
+    /// id (a resent copy is new again) and its share of the per-source
+    /// counts; offsets are never reused. Returns how many went.
+    fn retain(&self, cutoff_ms: u64) -> Result<u64, StoreError>;
     /// Up to `limit` events after offset `after` that `filter` admits, and
     /// the cursor (last offset read) when more may follow. Reads lazily.
     fn page(
@@ -334,7 +338,8 @@ impl WindowStore for MemoryWindows {
     }
 }
 
-type EventLog = (Vec<Event>, BTreeMap<String, u64>);
+/// Events, per-source counts, last offset written.
+type EventLog = (Vec<Event>, BTreeMap<String, u64>, u64);
 
 #[derive(Debug, Default)]
 struct MemoryEvents(Mutex<EventLog>);
@@ -342,7 +347,7 @@ struct MemoryEvents(Mutex<EventLog>);
 impl EventStore for MemoryEvents {
     fn tail(&self) -> Result<(u64, BTreeMap<String, u64>), StoreError> {
         let log = locked(&self.0)?;
-        Ok((log.0.last().map_or(0, |e| e.offset), log.1.clone()))
+        Ok((log.2, log.1.clone()))
     }
 
     fn contains(&self, event_id: &str) -> Result<bool, StoreError> {
@@ -353,12 +358,27 @@ impl EventStore for MemoryEvents {
     fn append(&self, events: &[Event], sources: &BTreeMap<String, u64>) -> Result<(), StoreError> {
         let mut log = locked(&self.0)?;
         log.0.extend_from_slice(events);
+        log.2 = events.last().map_or(log.2, |e| e.offset);
         log.1.extend(sources.iter().map(|(k, v)| (k.clone(), *v)));
         Ok(())
     }
 
     fn flush(&self) -> Result<(), StoreError> {
         Ok(())
+    }
+
+    fn retain(&self, cutoff_ms: u64) -> Result<u64, StoreError> {
+        let mut log = locked(&self.0)?;
+        let (kept, gone): (Vec<Event>, Vec<Event>) =
+            log.0.drain(..).partition(|e| e.timestamp_ms >= cutoff_ms);
+        log.0 = kept;
+        for event in &gone {
+            if let Some(count) = log.1.get_mut(&event.source) {
+                *count = count.saturating_sub(1);
+            }
+        }
+        log.1.retain(|_, count| *count > 0);
+        Ok(gone.len() as u64)
     }
 
     fn page(

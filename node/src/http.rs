@@ -151,6 +151,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/v1/tasks/{id}", web::delete().to(tasks::cancel))
         .route("/v1/events", web::post().to(events::ingest))
         .route("/v1/events", web::get().to(events::list))
+        .route("/v1/events", web::delete().to(events::retain))
         .route("/webhook/ingest", web::post().to(events::webhook_one))
         .route("/webhook/batch", web::post().to(events::webhook_batch))
         .route("/stats", web::get().to(events::stats))

@@ -141,7 +141,9 @@ impl Storage for SledStorage {
 /// one atomic `apply_batch`. Events are stored a batch per record — `c` +
 /// first offset (big-endian) → the batch's events, JSON — because sled's
 /// cost is per key: one key per event made ingestion ~10x slower. `i` + id
-/// → offset (for deduplication) and `s` + source → count are per key.
+/// → offset (for deduplication) and `s` + source → count are per key;
+/// `n` holds the last offset written, so that deleting old events never
+/// makes an offset be handed out twice.
 struct SledEvents {
     db: sled::Db,
     tree: sled::Tree,
@@ -170,13 +172,11 @@ fn decode_chunk(key: &[u8], bytes: &[u8]) -> Result<Vec<Event>, StoreError> {
 
 impl EventStore for SledEvents {
     fn tail(&self) -> Result<(u64, BTreeMap<String, u64>), StoreError> {
-        let last = match self.tree.scan_prefix(b"c").next_back() {
-            Some(entry) => {
-                let (key, bytes) = entry.map_err(unavailable)?;
-                decode_chunk(&key, &bytes)?.last().map_or(0, |e| e.offset)
-            }
-            None => 0,
-        };
+        let last = self
+            .tree
+            .get(b"n")
+            .map_err(unavailable)?
+            .map_or(0, |bytes| be_u64(&bytes));
         let mut sources = BTreeMap::new();
         for entry in self.tree.scan_prefix(b"s") {
             let (key, count) = entry.map_err(unavailable)?;
@@ -209,7 +209,45 @@ impl EventStore for SledEvents {
         for (source, count) in sources {
             batch.insert(prefixed(b's', source), &count.to_be_bytes());
         }
+        if let Some(last) = events.last() {
+            batch.insert(b"n", &last.offset.to_be_bytes());
+        }
         self.tree.apply_batch(batch).map_err(unavailable)
+    }
+
+    fn retain(&self, cutoff_ms: u64) -> Result<u64, StoreError> {
+        let (_, mut counts) = self.tail()?;
+        let mut removed = 0;
+        // One batch per stored batch of events: each is rewritten or
+        // dropped atomically with its ids and the counts.
+        for entry in self.tree.scan_prefix(b"c") {
+            let (key, bytes) = entry.map_err(unavailable)?;
+            let events = decode_chunk(&key, &bytes)?;
+            let (kept, gone): (Vec<&Event>, Vec<&Event>) =
+                events.iter().partition(|e| e.timestamp_ms >= cutoff_ms);
+            if gone.is_empty() {
+                continue;
+            }
+            let mut batch = sled::Batch::default();
+            if kept.is_empty() {
+                batch.remove(&*key);
+            } else {
+                batch.insert(&*key, serde_json::to_vec(&kept).map_err(unavailable)?);
+            }
+            for event in &gone {
+                batch.remove(prefixed(b'i', &event.event_id));
+                let count = counts.entry(event.source.clone()).or_default();
+                *count = count.saturating_sub(1);
+                if *count == 0 {
+                    batch.remove(prefixed(b's', &event.source));
+                } else {
+                    batch.insert(prefixed(b's', &event.source), &count.to_be_bytes());
+                }
+            }
+            self.tree.apply_batch(batch).map_err(unavailable)?;
+            removed += gone.len() as u64;
+        }
+        Ok(removed)
     }
 
     fn flush(&self) -> Result<(), StoreError> {

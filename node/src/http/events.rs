@@ -253,6 +253,49 @@ pub(super) async fn webhook_batch(
     document(&state, payload, Shape::Many).await
 }
 
+/// A duration like `30d`, `12h`, `15m`, `45s` or `500ms`.
+fn duration(field: &str, value: &str) -> Result<u64, ApiError> {
+    let split = value
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(value.len());
+    let (number, unit) = value.split_at(split);
+    let unit_ms: u64 = match unit {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => 0,
+    };
+    number
+        .parse::<u64>()
+        .ok()
+        .filter(|_| unit_ms > 0)
+        .and_then(|n| n.checked_mul(unit_ms))
+        .ok_or_else(|| ApiError::invalid(field, "a duration such as 30d, 12h, 15m or 45s"))
+}
+
+/// `DELETE /v1/events?older_than=30d`: retention by event time.
+pub(super) async fn retain(
+    state: web::Data<AppState>,
+    query: web::Query<HashMap<String, String>>,
+) -> Result<HttpResponse, ApiError> {
+    let mut older_than = None;
+    for (key, value) in query.into_inner() {
+        match key.as_str() {
+            "older_than" => older_than = Some(duration("older_than", &value)?),
+            other => return Err(ApiError::invalid(other, "unknown query parameter")),
+        }
+    }
+    let age = older_than.ok_or_else(|| ApiError::invalid("older_than", "is required"))?;
+    let cutoff = now_ms().saturating_sub(age);
+    let deleted = ask(&state, |reply| IngestorMsg::Retain(cutoff, reply))
+        .await?
+        .map_err(|e| ApiError::unavailable(e.to_string()))?;
+    flush(&state).await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({"deleted": deleted, "cutoff_ms": cutoff})))
+}
+
 pub(super) async fn stats(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(ask(&state, IngestorMsg::Stats).await?))
 }
