@@ -39,6 +39,9 @@ pub enum Command {
     /// nodes, submits tasks, SIGKILLs and restarts nodes, then prints a
     /// summary.
     Chaos(ChaosArgs),
+    /// Work with events.
+    #[command(subcommand)]
+    Events(EventsCommand),
     /// Measure a fresh local cluster.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -63,6 +66,36 @@ pub struct ChaosArgs {
     /// Each task sleeps a random time up to this many ms.
     #[arg(long, default_value_t = 50)]
     pub task_ms: u64,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "table")]
+    pub output: Output,
+}
+
+/// `troupe events …`.
+#[derive(Debug, Subcommand)]
+pub enum EventsCommand {
+    /// Generate readings and send them to a node, paced, with a progress bar.
+    Send(EventsSendArgs),
+}
+
+/// `troupe events send`.
+#[derive(Debug, Args)]
+pub struct EventsSendArgs {
+    /// Base URL of the node's HTTP API.
+    #[arg(long, default_value = "http://127.0.0.1:8401")]
+    pub node: String,
+    /// Events per second.
+    #[arg(long, default_value_t = 10_000)]
+    pub rate: u64,
+    /// Events to send.
+    #[arg(long, default_value_t = 100_000)]
+    pub count: u64,
+    /// Distinct sources.
+    #[arg(long, default_value_t = 10)]
+    pub sources: u64,
+    /// Events per request (NDJSON).
+    #[arg(long, default_value_t = 1_000)]
+    pub batch: u64,
     /// Output format.
     #[arg(long, value_enum, default_value = "table")]
     pub output: Output,

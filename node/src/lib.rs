@@ -10,6 +10,7 @@ pub mod cluster;
 pub mod config;
 pub mod gossip;
 pub mod http;
+pub mod loadgen;
 pub mod local;
 pub mod postgres;
 pub mod replication;

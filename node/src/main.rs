@@ -6,10 +6,10 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser;
-use troupe_node::cli::{BenchCommand, Cli, ClusterCommand, Command};
+use troupe_node::cli::{BenchCommand, Cli, ClusterCommand, Command, EventsCommand};
 use troupe_node::config::ClusterConfig;
 use troupe_node::run::{run, NodeOptions};
-use troupe_node::{bench, chaos, cluster, signals, status, telemetry};
+use troupe_node::{bench, chaos, cluster, loadgen, signals, status, telemetry};
 
 fn load(path: &std::path::Path) -> Result<ClusterConfig, ExitCode> {
     ClusterConfig::load(path).map_err(|e| {
@@ -73,6 +73,13 @@ async fn main() -> ExitCode {
             match tokio::task::spawn_blocking(move || chaos::run(&args, &config, format)).await {
                 Ok(Ok(report)) if report.lost == 0 && report.unfinished == 0 => ExitCode::SUCCESS,
                 Ok(Ok(_)) => ExitCode::from(1),
+                Ok(Err(e)) => failed(e),
+                Err(e) => failed(e.into()),
+            }
+        }
+        Command::Events(EventsCommand::Send(args)) => {
+            match tokio::task::spawn_blocking(move || loadgen::send(&args)).await {
+                Ok(Ok(_)) => ExitCode::SUCCESS,
                 Ok(Err(e)) => failed(e),
                 Err(e) => failed(e.into()),
             }

@@ -342,3 +342,39 @@ fn retention_deletes_old_events_by_event_time_and_keeps_offsets_moving() {
     assert_eq!(again.body["offsets"], json!([3001, 3001]));
     assert_eq!(stats(&cluster)["events"], 2001);
 }
+
+#[test]
+fn events_send_generates_paced_load_and_reports_what_was_acknowledged() {
+    let mut cluster = Cluster::new(1, "");
+    cluster.start("n1", &[]);
+    let started = std::time::Instant::now();
+    let output = std::process::Command::new(troupe_tests::binary())
+        .args([
+            "events",
+            "send",
+            "--count",
+            "3000",
+            "--rate",
+            "6000",
+            "--sources",
+            "5",
+        ])
+        .args(["--batch", "500", "--output", "json", "--node"])
+        .arg(cluster.url("n1"))
+        .output()
+        .expect("run troupe events send");
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{text}");
+    let report: Value = serde_json::from_str(&text).expect("JSON report");
+    assert_eq!(
+        (&report["sent"], &report["accepted"]),
+        (&json!(3000), &json!(3000))
+    );
+    assert!(
+        started.elapsed() >= std::time::Duration::from_millis(450),
+        "3000 events at 6000/s take half a second"
+    );
+    let totals = stats(&cluster);
+    assert_eq!(totals["events"], 3000);
+    assert_eq!(totals["sources"].as_object().map(|s| s.len()), Some(5));
+}
