@@ -1,6 +1,7 @@
 //! A window shard (`node/ingest/shard-K`): runs the windows of the
-//! pipelines assigned to it (pipeline i → shard i mod K, so one engine
-//! sees all of a pipeline's events and its watermarks are right).
+//! pipelines assigned to it (by a hash of the pipeline's id, see
+//! [`shard_of`]; one engine sees all of a pipeline's events, so its
+//! watermarks are right).
 //!
 //! The shard follows the event log rather than being fed by the ingestor:
 //! every tick it reads the events after the offset it has covered, offers
@@ -30,15 +31,24 @@ const PAGE: usize = 4_096;
 /// Pages processed per tick, so status requests are answered meanwhile.
 const PAGES_PER_TICK: usize = 16;
 
-/// What a shard checkpoints.
+/// One pipeline as a checkpoint keeps it.
+#[derive(Debug, Serialize, Deserialize)]
+struct Saved {
+    spec: PipelineSpec,
+    state: EngineState,
+    counters: Counters,
+    /// Every event up to here has been offered to it.
+    offset: u64,
+    running: bool,
+}
+
+/// What a shard checkpoints: its pipelines, each with its own offset (a
+/// stopped pipeline resumes where it stopped; a new one starts where it
+/// was asked to).
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct Checkpoint {
-    /// Every event up to here has been offered.
-    offset: u64,
-    /// Engine state per pipeline id.
-    engines: BTreeMap<String, EngineState>,
-    /// Counters per pipeline id.
-    counters: BTreeMap<String, Counters>,
+    #[serde(default)]
+    pipelines: Vec<Saved>,
 }
 
 /// Counts of one pipeline, kept in the checkpoint.
@@ -60,6 +70,8 @@ pub struct Counters {
 pub struct PipelineStatus {
     /// The pipeline.
     pub spec: PipelineSpec,
+    /// Whether it takes events (`POST /v1/pipelines/{id}/stop` pauses it).
+    pub running: bool,
     /// The shard running it.
     pub shard: usize,
     /// Log offset covered.
@@ -83,6 +95,25 @@ pub enum ShardMsg {
     /// Process everything in the log now, commit, and answer the offset
     /// covered.
     Checkpoint(RpcReplyPort<Result<u64, String>>),
+    /// Run a new (validated) pipeline, from the log's start or its end;
+    /// answered once its checkpoint is committed.
+    Add {
+        /// The pipeline.
+        spec: PipelineSpec,
+        /// Start at the end of the log (only events from now on).
+        from_latest: bool,
+        /// Done, or why not.
+        reply: RpcReplyPort<Result<PipelineStatus, String>>,
+    },
+    /// Pause or resume a pipeline; `None` if this shard has no such one.
+    SetRunning {
+        /// The pipeline.
+        id: String,
+        /// Run or pause.
+        running: bool,
+        /// Its status after the change.
+        reply: RpcReplyPort<Result<Option<PipelineStatus>, String>>,
+    },
     /// Panic with this reason.
     InjectedFault(String),
 }
@@ -93,12 +124,21 @@ impl FaultInjection for ShardMsg {
     }
 }
 
+/// The shard a pipeline runs on: a stable hash of its id, so adding a
+/// pipeline moves no other.
+pub fn shard_of(pipeline: &str, shards: usize) -> usize {
+    let hash = pipeline.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    (hash % shards.max(1) as u64) as usize
+}
+
 /// The shard actor.
 #[derive(Clone)]
 pub struct WindowShard {
     /// Its index.
     pub index: usize,
-    /// The pipelines it runs.
+    /// The pipelines from the config that it runs.
     pub pipelines: Vec<PipelineSpec>,
     /// Where the log and the results are.
     pub storage: Arc<dyn Storage>,
@@ -106,63 +146,83 @@ pub struct WindowShard {
     pub outbox: bool,
 }
 
+struct Pipeline {
+    engine: WindowEngine,
+    counters: Counters,
+    offset: u64,
+    running: bool,
+}
+
 /// A shard's state.
 pub struct ShardState {
     log: Arc<dyn EventStore>,
     store: Arc<dyn WindowStore>,
-    offset: u64,
-    engines: Vec<(WindowEngine, Counters)>,
+    pipelines: Vec<Pipeline>,
 }
 
 impl WindowShard {
+    fn commit(
+        &self,
+        state: &ShardState,
+        results: &[troupe_protocol::WindowResult],
+        late: &[(String, Event)],
+    ) -> Result<(), ActorProcessingErr> {
+        let checkpoint = Checkpoint {
+            pipelines: state
+                .pipelines
+                .iter()
+                .map(|p| Saved {
+                    spec: p.engine.spec().clone(),
+                    state: p.engine.state(),
+                    counters: p.counters.clone(),
+                    offset: p.offset,
+                    running: p.running,
+                })
+                .collect(),
+        };
+        let bytes = serde_json::to_vec(&checkpoint)?;
+        state
+            .store
+            .commit(self.index, results, late, &bytes, self.outbox)?;
+        Ok(())
+    }
+
     /// Processes up to [`PAGES_PER_TICK`] pages; whether more may follow.
     fn catch_up(&self, state: &mut ShardState) -> Result<bool, ActorProcessingErr> {
-        if state.engines.is_empty() {
-            return Ok(false);
-        }
         for _ in 0..PAGES_PER_TICK {
-            let (events, more) = state
-                .log
-                .page(state.offset, &EventFilter::default(), PAGE)?;
+            let Some(from) = state
+                .pipelines
+                .iter()
+                .filter(|p| p.running)
+                .map(|p| p.offset)
+                .min()
+            else {
+                return Ok(false);
+            };
+            let (events, more) = state.log.page(from, &EventFilter::default(), PAGE)?;
             let Some(last) = events.last().map(|e| e.offset) else {
                 return Ok(false);
             };
             let mut results = Vec::new();
             let mut late: Vec<(String, Event)> = Vec::new();
-            for event in &events {
-                for (engine, counters) in &mut state.engines {
-                    match engine.offer(event) {
-                        Offered::Added => counters.added += 1,
+            for pipeline in state.pipelines.iter_mut().filter(|p| p.running) {
+                for event in events.iter().filter(|e| e.offset > pipeline.offset) {
+                    match pipeline.engine.offer(event) {
+                        Offered::Added => pipeline.counters.added += 1,
                         Offered::Late => {
-                            counters.late += 1;
-                            late.push((engine.spec().id.clone(), event.clone()));
+                            pipeline.counters.late += 1;
+                            late.push((pipeline.engine.spec().id.clone(), event.clone()));
                         }
-                        Offered::NoKey => counters.no_key += 1,
+                        Offered::NoKey => pipeline.counters.no_key += 1,
                         Offered::Filtered => {}
                     }
-                    let closed = engine.advance();
-                    counters.emitted += closed.len() as u64;
+                    let closed = pipeline.engine.advance();
+                    pipeline.counters.emitted += closed.len() as u64;
                     results.extend(closed);
                 }
+                pipeline.offset = pipeline.offset.max(last);
             }
-            state.offset = last;
-            let checkpoint = Checkpoint {
-                offset: state.offset,
-                engines: state
-                    .engines
-                    .iter()
-                    .map(|(e, _)| (e.spec().id.clone(), e.state()))
-                    .collect(),
-                counters: state
-                    .engines
-                    .iter()
-                    .map(|(e, c)| (e.spec().id.clone(), c.clone()))
-                    .collect(),
-            };
-            let bytes = serde_json::to_vec(&checkpoint)?;
-            state
-                .store
-                .commit(self.index, &results, &late, &bytes, self.outbox)?;
+            self.commit(state, &results, &late)?;
             metrics::counter!("troupe_windows_emitted_total").increment(results.len() as u64);
             metrics::counter!("troupe_events_late_total").increment(late.len() as u64);
             if more.is_none() {
@@ -172,20 +232,67 @@ impl WindowShard {
         Ok(true)
     }
 
-    fn status(&self, state: &ShardState) -> Vec<PipelineStatus> {
-        state
-            .engines
+    fn status_of(&self, p: &Pipeline) -> PipelineStatus {
+        PipelineStatus {
+            spec: p.engine.spec().clone(),
+            running: p.running,
+            shard: self.index,
+            offset: p.offset,
+            watermark_ms: p.engine.watermark(),
+            source_watermarks: p.engine.source_watermarks(),
+            open_windows: p.engine.open_windows(),
+            counters: p.counters.clone(),
+        }
+    }
+
+    fn add(
+        &self,
+        state: &mut ShardState,
+        spec: PipelineSpec,
+        from_latest: bool,
+    ) -> Result<PipelineStatus, String> {
+        if state
+            .pipelines
             .iter()
-            .map(|(engine, counters)| PipelineStatus {
-                spec: engine.spec().clone(),
-                shard: self.index,
-                offset: state.offset,
-                watermark_ms: engine.watermark(),
-                source_watermarks: engine.source_watermarks(),
-                open_windows: engine.open_windows(),
-                counters: counters.clone(),
-            })
-            .collect()
+            .any(|p| p.engine.spec().id == spec.id)
+        {
+            return Err(format!("pipeline {} exists", spec.id));
+        }
+        let offset = if from_latest {
+            state.log.tail().map_err(|e| e.to_string())?.0
+        } else {
+            0
+        };
+        state.pipelines.push(Pipeline {
+            engine: WindowEngine::new(spec),
+            counters: Counters::default(),
+            offset,
+            running: true,
+        });
+        self.commit(state, &[], &[]).map_err(|e| e.to_string())?;
+        Ok(state
+            .pipelines
+            .last()
+            .map(|p| self.status_of(p))
+            .ok_or("lost")?)
+    }
+
+    fn set_running(
+        &self,
+        state: &mut ShardState,
+        id: &str,
+        running: bool,
+    ) -> Result<Option<PipelineStatus>, String> {
+        let Some(index) = state
+            .pipelines
+            .iter()
+            .position(|p| p.engine.spec().id == id)
+        else {
+            return Ok(None);
+        };
+        state.pipelines[index].running = running;
+        self.commit(state, &[], &[]).map_err(|e| e.to_string())?;
+        Ok(Some(self.status_of(&state.pipelines[index])))
     }
 }
 
@@ -201,35 +308,46 @@ impl Actor for WindowShard {
     ) -> Result<Self::State, ActorProcessingErr> {
         let log = self.storage.events()?;
         let store = self.storage.windows()?;
-        let mut checkpoint: Checkpoint = match store.checkpoint(self.index)? {
+        let checkpoint: Checkpoint = match store.checkpoint(self.index)? {
             Some(bytes) => serde_json::from_slice(&bytes)?,
             None => Checkpoint::default(),
         };
-        let engines = self
+        let mut saved: BTreeMap<String, Saved> = checkpoint
             .pipelines
-            .iter()
-            .map(|spec| {
-                let engine = match checkpoint.engines.remove(&spec.id) {
-                    Some(saved) => WindowEngine::resume(spec.clone(), saved),
-                    None => WindowEngine::new(spec.clone()),
-                };
-                let counters = checkpoint.counters.remove(&spec.id).unwrap_or_default();
-                (engine, counters)
-            })
+            .into_iter()
+            .map(|s| (s.spec.id.clone(), s))
             .collect();
-        if checkpoint.offset > 0 {
-            tracing::info!(
-                shard = self.index,
-                offset = checkpoint.offset,
-                "resuming windows from checkpoint"
-            );
+        let resume = |saved: Saved| Pipeline {
+            engine: WindowEngine::resume(saved.spec, saved.state),
+            counters: saved.counters,
+            offset: saved.offset,
+            running: saved.running,
+        };
+        let mut pipelines = Vec::new();
+        // Pipelines of the config; one whose spec changed starts afresh.
+        for spec in &self.pipelines {
+            match saved.remove(&spec.id) {
+                Some(s) if s.spec == *spec => pipelines.push(resume(s)),
+                previous => {
+                    if previous.is_some() {
+                        tracing::warn!(pipeline = %spec.id, "spec changed in the config; its windows start again from the log's start");
+                    }
+                    pipelines.push(Pipeline {
+                        engine: WindowEngine::new(spec.clone()),
+                        counters: Counters::default(),
+                        offset: 0,
+                        running: true,
+                    });
+                }
+            }
         }
+        // Pipelines created over the API.
+        pipelines.extend(saved.into_values().map(resume));
         myself.send_interval(TICK, || ShardMsg::Tick);
         Ok(ShardState {
             log,
             store,
-            offset: checkpoint.offset,
-            engines,
+            pipelines,
         })
     }
 
@@ -247,17 +365,29 @@ impl Actor for WindowShard {
                 }
             }
             ShardMsg::Status(reply) => {
-                let _ = reply.send(self.status(state));
+                let _ = reply.send(state.pipelines.iter().map(|p| self.status_of(p)).collect());
             }
             ShardMsg::Checkpoint(reply) => {
                 let caught_up = loop {
                     match self.catch_up(state) {
                         Ok(true) => continue,
-                        Ok(false) => break Ok(state.offset),
+                        Ok(false) => {
+                            break Ok(state.pipelines.iter().map(|p| p.offset).max().unwrap_or(0))
+                        }
                         Err(e) => break Err(e.to_string()),
                     }
                 };
                 let _ = reply.send(caught_up);
+            }
+            ShardMsg::Add {
+                spec,
+                from_latest,
+                reply,
+            } => {
+                let _ = reply.send(self.add(state, spec, from_latest));
+            }
+            ShardMsg::SetRunning { id, running, reply } => {
+                let _ = reply.send(self.set_running(state, &id, running));
             }
             ShardMsg::InjectedFault(reason) => panic!("injected fault: {reason}"),
         }

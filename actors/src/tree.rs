@@ -32,7 +32,7 @@ use crate::membership::Membership;
 use crate::plugins::PluginRegistry;
 use crate::scheduler::{ClusterLink, Scheduler, MAX_TIMEOUT};
 use crate::schedules::{FireFn, Schedules};
-use crate::shard::WindowShard;
+use crate::shard::{shard_of, WindowShard};
 use crate::sink::{ResultSink, SinkActor, SinkStatus};
 use crate::store::Storage;
 use crate::supervisor::{
@@ -74,7 +74,7 @@ pub struct NodeTreeConfig {
     pub policy: RestartPolicy,
     /// Number of window shards under `ingest`.
     pub shards: usize,
-    /// The pipelines; pipeline i runs on shard i mod `shards`.
+    /// The pipelines of the config (each on the shard [`shard_of`] names).
     pub pipelines: Vec<PipelineSpec>,
     /// The external results sink (PostgreSQL), if configured, and its
     /// health for `/ready`.
@@ -152,9 +152,8 @@ fn node_children(config: &NodeTreeConfig, directory: &ActorDirectory) -> Vec<Chi
             pipelines: config
                 .pipelines
                 .iter()
-                .enumerate()
-                .filter(|(i, _)| i % config.shards == k)
-                .map(|(_, p)| p.clone())
+                .filter(|p| shard_of(&p.id, config.shards) == k)
+                .cloned()
                 .collect(),
             storage: Arc::clone(&config.storage),
             outbox: config.sink.is_some(),

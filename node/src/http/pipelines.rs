@@ -9,10 +9,12 @@ use std::time::Duration;
 use actix_web::{web, HttpRequest, HttpResponse};
 use ractor::rpc::CallResult;
 use serde_json::json;
-use troupe_actors::shard::{PipelineStatus, ShardMsg};
+use troupe_actors::shard::{shard_of, PipelineStatus, ShardMsg};
 use troupe_actors::store::ResultFilter;
+use troupe_protocol::PipelineSpec;
 
 use super::events::time_bound;
+use super::json::{parse, read_body, MAX_BODY};
 use super::{
     ndjson_pages, offset_cursor, page_limit, store_work, wants_ndjson, ApiError, AppState,
 };
@@ -60,6 +62,113 @@ pub(super) async fn checkpoint(state: web::Data<AppState>) -> Result<HttpRespons
     let log = Arc::clone(&state.events);
     store_work(move || log.flush()).await?;
     Ok(HttpResponse::Ok().json(json!({"checkpointed": offsets})))
+}
+
+fn shard(state: &AppState, k: usize) -> Result<ractor::ActorRef<ShardMsg>, ApiError> {
+    let path = format!("node/ingest/shard-{k}");
+    state
+        .directory
+        .get::<ShardMsg>(&path)
+        .ok_or_else(|| ApiError::unavailable(format!("{path} is restarting")))
+}
+
+/// `POST /v1/pipelines[?start_from=earliest|latest]`: runs a new pipeline
+/// on this node, over the retained log (`earliest`, the default) or over
+/// events from now on; it survives restarts like one from the config.
+pub(super) async fn create(
+    state: web::Data<AppState>,
+    query: web::Query<HashMap<String, String>>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let mut from_latest = false;
+    for (key, value) in query.into_inner() {
+        match (key.as_str(), value.as_str()) {
+            ("start_from", "earliest") => from_latest = false,
+            ("start_from", "latest") => from_latest = true,
+            ("start_from", _) => return Err(ApiError::invalid("start_from", "earliest or latest")),
+            (other, _) => return Err(ApiError::invalid(other, "unknown query parameter")),
+        }
+    }
+    let spec: PipelineSpec = parse(&read_body(payload, MAX_BODY).await?)?;
+    troupe_actors::windows::validate(&spec)
+        .map_err(|(field, reason)| ApiError::invalid(field, reason))?;
+    if statuses(&state).await?.iter().any(|s| s.spec.id == spec.id) {
+        return Err(ApiError::conflict(format!("pipeline {} exists", spec.id)));
+    }
+    let target = shard(&state, shard_of(&spec.id, state.shards))?;
+    let status = match target
+        .call(
+            |reply| ShardMsg::Add {
+                spec,
+                from_latest,
+                reply,
+            },
+            Some(SHARD_TIMEOUT),
+        )
+        .await
+    {
+        Ok(CallResult::Success(Ok(status))) => status,
+        Ok(CallResult::Success(Err(e))) => return Err(ApiError::conflict(e)),
+        _ => return Err(ApiError::unavailable("the shard did not answer")),
+    };
+    let log = Arc::clone(&state.events);
+    store_work(move || log.flush()).await?;
+    Ok(HttpResponse::Created().json(status))
+}
+
+async fn set_running(
+    state: &AppState,
+    id: String,
+    running: bool,
+) -> Result<HttpResponse, ApiError> {
+    let target = shard(state, shard_of(&id, state.shards))?;
+    let answer = target
+        .call(
+            |reply| ShardMsg::SetRunning {
+                id: id.clone(),
+                running,
+                reply,
+            },
+            Some(SHARD_TIMEOUT),
+        )
+        .await;
+    match answer {
+        Ok(CallResult::Success(Ok(Some(status)))) => {
+            let log = Arc::clone(&state.events);
+            store_work(move || log.flush()).await?;
+            Ok(HttpResponse::Ok().json(status))
+        }
+        Ok(CallResult::Success(Ok(None))) => Err(ApiError::not_found(format!("no pipeline {id}"))),
+        Ok(CallResult::Success(Err(e))) => Err(ApiError::unavailable(e)),
+        _ => Err(ApiError::unavailable("the shard did not answer")),
+    }
+}
+
+pub(super) async fn start(
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    set_running(&state, id.into_inner(), true).await
+}
+
+pub(super) async fn stop(
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    set_running(&state, id.into_inner(), false).await
+}
+
+pub(super) async fn stats(
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = id.into_inner();
+    statuses(&state)
+        .await?
+        .into_iter()
+        .find(|s| s.spec.id == id)
+        .map(|s| HttpResponse::Ok().json(s))
+        .ok_or_else(|| ApiError::not_found(format!("no pipeline {id}")))
 }
 
 pub(super) async fn list(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {

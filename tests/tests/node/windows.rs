@@ -144,8 +144,9 @@ fn tumbling_windows_match_values_computed_independently_and_late_events_are_kept
 
     let checkpoint = cluster.post("n1", "/v1/checkpoint", "");
     assert_eq!(checkpoint.status, 200, "{}", checkpoint.text);
+    let shard = cluster.get("n1", "/v1/pipelines/temps/stats").body["shard"].clone();
     assert_eq!(
-        checkpoint.body["checkpointed"]["node/ingest/shard-0"],
+        checkpoint.body["checkpointed"][format!("node/ingest/shard-{shard}")],
         cluster.get("n1", "/stats").body["events"],
         "the shard running the pipeline covers the whole log"
     );
@@ -332,4 +333,74 @@ fn session_windows_split_on_gaps_out_of_order_events_included() {
         "five bursts for each of two sources: {got:?}"
     );
     assert_eq!(got, want);
+}
+
+#[test]
+fn pipelines_created_over_the_api_run_stop_resume_and_survive_a_restart() {
+    let mut cluster = Cluster::new(1, "");
+    cluster.start("n1", &[]);
+    let events = readings();
+    let (first, second) = events.split_at(1500);
+    send(&cluster, &ndjson(first, "reading"));
+
+    let spec = json!({
+        "id": "temps",
+        "event_type": "reading",
+        "key_by": "source",
+        "window": {"kind": "tumbling", "size_ms": 1000},
+        "aggregates": [{"op": "count"}, {"op": "sum", "field": "data.v"}, {"op": "max", "field": "data.v"}, {"op": "avg", "field": "data.v"}],
+        "watermark_delay_ms": 300
+    });
+    let mut bad = spec.clone();
+    bad["window"]["size_ms"] = json!(0);
+    let reply = cluster.post("n1", "/v1/pipelines", &bad.to_string());
+    assert_eq!(
+        (reply.status, &reply.body["field"]),
+        (422, &json!("window.size_ms")),
+        "{}",
+        reply.text
+    );
+    // Over the log from its start (the default).
+    let reply = cluster.post("n1", "/v1/pipelines", &spec.to_string());
+    assert_eq!(reply.status, 201, "{}", reply.text);
+    assert_eq!(reply.body["running"], true);
+    assert_eq!(
+        cluster
+            .post("n1", "/v1/pipelines", &spec.to_string())
+            .status,
+        409
+    );
+
+    // Paused, it takes nothing; the events wait in the log.
+    assert_eq!(
+        cluster.post("n1", "/v1/pipelines/temps/stop", "").status,
+        200
+    );
+    assert_eq!(
+        cluster.post("n1", "/v1/pipelines/nope/stop", "").status,
+        404
+    );
+    let paused_at = cluster.get("n1", "/v1/pipelines/temps/stats").body["offset"].clone();
+    send(&cluster, &ndjson(second, "reading"));
+    assert_eq!(cluster.post("n1", "/v1/checkpoint", "").status, 200);
+    assert_eq!(
+        cluster.get("n1", "/v1/pipelines/temps/stats").body["offset"],
+        paused_at
+    );
+
+    // It survives a SIGKILL (created over the API, not in the config),
+    // resumes where it stopped, and its windows are exactly right.
+    cluster.kill("n1");
+    cluster.start("n1", &[]);
+    let status = cluster.get("n1", "/v1/pipelines/temps/stats").body;
+    assert_eq!(
+        (&status["running"], &status["offset"]),
+        (&json!(false), &paused_at)
+    );
+    assert_eq!(
+        cluster.post("n1", "/v1/pipelines/temps/start", "").status,
+        200
+    );
+    close_at(&cluster, BASE + 100_000);
+    assert_results_match(&cluster, &events);
 }
