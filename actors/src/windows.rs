@@ -16,6 +16,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use tdigest::TDigest;
 use troupe_protocol::{AggregateOp, AggregateSpec, Event, PipelineSpec, WindowResult, WindowSpec};
 
 /// What became of an event offered to a pipeline.
@@ -32,37 +33,120 @@ pub enum Offered {
 }
 
 /// Running state of one aggregate (`min` and `max` mean something once
-/// `n > 0`; kept finite so that a checkpoint is plain JSON).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+/// `n > 0`; kept finite so that a checkpoint is plain JSON). A quantile
+/// keeps a t-digest.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct Acc {
     n: u64,
     sum: f64,
     min: f64,
     max: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    digest: Option<Digest>,
 }
 
+/// A t-digest and the values not yet folded into it (folding one value at
+/// a time would re-sort the digest per event). No digest until the first
+/// fold: an empty one holds NaN bounds, which JSON cannot carry.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Digest {
+    digest: Option<TDigest>,
+    pending: Vec<f64>,
+}
+
+/// Values gathered before they are folded into a digest.
+const DIGEST_BATCH: usize = 256;
+
+impl Digest {
+    fn new() -> Self {
+        Self {
+            digest: None,
+            pending: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, value: f64) {
+        self.pending.push(value);
+        if self.pending.len() >= DIGEST_BATCH {
+            self.fold();
+        }
+    }
+
+    fn fold(&mut self) {
+        if !self.pending.is_empty() {
+            let digest = self
+                .digest
+                .take()
+                .unwrap_or_else(|| TDigest::new_with_size(DIGEST_SIZE));
+            self.digest = Some(digest.merge_unsorted(std::mem::take(&mut self.pending)));
+        }
+    }
+
+    fn merge(&mut self, other: &Digest) {
+        self.fold();
+        let mut other = other.clone();
+        other.fold();
+        self.digest = match (self.digest.take(), other.digest) {
+            (Some(a), Some(b)) => Some(TDigest::merge_digests(vec![a, b])),
+            (a, b) => a.or(b),
+        };
+    }
+
+    fn quantile(&self, q: f64) -> Option<f64> {
+        let mut all = self.clone();
+        all.fold();
+        all.digest.map(|d| d.estimate_quantile(q))
+    }
+}
+
+impl PartialEq for Acc {
+    fn eq(&self, other: &Self) -> bool {
+        (self.n, self.sum, self.min, self.max) == (other.n, other.sum, other.min, other.max)
+    }
+}
+
+/// Centroids kept per quantile digest.
+const DIGEST_SIZE: usize = 100;
+
 impl Acc {
+    fn for_op(op: AggregateOp) -> Self {
+        Self {
+            digest: (op == AggregateOp::Quantile).then(Digest::new),
+            ..Self::default()
+        }
+    }
+
     fn add(&mut self, value: f64) {
-        self.merge(&Acc {
-            n: 1,
-            sum: value,
-            min: value,
-            max: value,
-        });
+        if let Some(digest) = &mut self.digest {
+            digest.push(value);
+        }
+        if self.n == 0 {
+            (self.min, self.max) = (value, value);
+        }
+        self.n += 1;
+        self.sum += value;
+        self.min = self.min.min(value);
+        self.max = self.max.max(value);
     }
 
     fn merge(&mut self, other: &Acc) {
         if other.n == 0 {
             return;
         }
+        if let (Some(mine), Some(theirs)) = (&mut self.digest, &other.digest) {
+            mine.merge(theirs);
+        }
         if self.n == 0 {
-            *self = *other;
-            return;
+            (self.min, self.max) = (other.min, other.max);
         }
         self.n += other.n;
         self.sum += other.sum;
         self.min = self.min.min(other.min);
         self.max = self.max.max(other.max);
+    }
+
+    fn quantile(&self, q: f64) -> Option<f64> {
+        self.digest.as_ref().and_then(|d| d.quantile(q))
     }
 }
 
@@ -125,6 +209,12 @@ pub fn validate(spec: &PipelineSpec) -> Result<(), (String, String)> {
     for (i, aggregate) in spec.aggregates.iter().enumerate() {
         match (aggregate.op, &aggregate.field) {
             (AggregateOp::Count, _) => {}
+            (AggregateOp::Quantile, _) if !aggregate.q.is_some_and(|q| q > 0.0 && q < 1.0) => {
+                return Err((
+                    format!("aggregates[{i}].q"),
+                    "a quantile between 0 and 1 (0.99 for p99) is required".into(),
+                ))
+            }
             (_, None) => {
                 return Err((
                     format!("aggregates[{i}].field"),
@@ -324,18 +414,21 @@ impl WindowEngine {
             return Offered::Late;
         }
         let values = self.values(event);
-        let width = self.spec.aggregates.len();
         for (start, end) in windows {
             let (start, end) = if matches!(self.spec.window, WindowSpec::Session { .. }) {
                 self.merge_sessions(&key, start, end)
             } else {
                 (start, end)
             };
-            let window = self.open.entry((key.clone(), start)).or_insert(Window {
-                end,
-                events: 0,
-                accs: vec![Acc::default(); width],
-            });
+            let aggregates = &self.spec.aggregates;
+            let window = self
+                .open
+                .entry((key.clone(), start))
+                .or_insert_with(|| Window {
+                    end,
+                    events: 0,
+                    accs: aggregates.iter().map(|a| Acc::for_op(a.op)).collect(),
+                });
             window.end = window.end.max(end);
             window.events += 1;
             for (acc, value) in window.accs.iter_mut().zip(&values) {
@@ -419,6 +512,7 @@ impl WindowEngine {
                     AggregateOp::Min => Some(acc.min),
                     AggregateOp::Max => Some(acc.max),
                     AggregateOp::Avg => Some(acc.sum / acc.n as f64),
+                    AggregateOp::Quantile => acc.quantile(spec.q.unwrap_or(0.5)),
                 }?;
                 Some((spec.name(), value))
             })
@@ -661,5 +755,63 @@ mod tests {
         bad.aggregates[1].field = None;
         assert_eq!(validate(&bad).unwrap_err().0, "aggregates[1].field");
         assert!(validate(&spec(WindowSpec::Session { gap_ms: 5 }, 0, 0)).is_ok());
+    }
+}
+
+#[cfg(test)]
+mod quantile_tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn quantiles_are_close_and_survive_a_checkpoint() {
+        let spec: PipelineSpec = serde_json::from_value(json!({
+            "id": "q",
+            "window": {"kind": "tumbling", "size_ms": 10_000},
+            "aggregates": [
+                {"op": "quantile", "field": "data.v", "q": 0.5},
+                {"op": "quantile", "field": "data.v", "q": 0.99}
+            ]
+        }))
+        .expect("spec");
+        assert!(validate(&spec).is_ok());
+        let mut engine = WindowEngine::new(spec.clone());
+        let event = |t: u64, v: f64| Event {
+            offset: 0,
+            event_id: t.to_string(),
+            source: "s".into(),
+            event_type: "t".into(),
+            timestamp_ms: t,
+            received_at_ms: t,
+            data: json!({"v": v}).as_object().cloned().unwrap_or_default(),
+        };
+        // 1..=1000 shuffled, with a checkpoint halfway.
+        for i in 0..500u64 {
+            engine.offer(&event(i, ((i * 7919) % 1000 + 1) as f64));
+        }
+        let saved = serde_json::to_string(&engine.state()).expect("checkpoint");
+        let mut engine = WindowEngine::resume(spec, serde_json::from_str(&saved).expect("restore"));
+        for i in 500..1000u64 {
+            engine.offer(&event(i, ((i * 7919) % 1000 + 1) as f64));
+        }
+        engine.offer(&event(20_000, 0.0));
+        let results = engine.advance();
+        let values = &results[0].values;
+        let p50 = values["p50(data.v)"];
+        let p99 = values["p99(data.v)"];
+        assert!((p50 - 500.0).abs() < 10.0, "p50 {p50}");
+        assert!((p99 - 990.0).abs() < 10.0, "p99 {p99}");
+    }
+}
+
+#[cfg(test)]
+mod digest_tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_digest_checkpoints_as_plain_json() {
+        let text = serde_json::to_string(&Digest::new()).expect("encode");
+        let back: Digest = serde_json::from_str(&text).expect(&text);
+        assert_eq!(back.pending.len(), 0);
     }
 }

@@ -56,7 +56,7 @@ pub enum WindowSpec {
 }
 
 /// One aggregate of a window.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AggregateSpec {
     /// What to compute.
@@ -64,6 +64,9 @@ pub struct AggregateSpec {
     /// The numeric field it reads (`data.temperature`); not for `count`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
+    /// For `quantile`: which one, between 0 and 1 (0.99 for p99).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub q: Option<f64>,
 }
 
 /// Aggregate operations.
@@ -80,17 +83,26 @@ pub enum AggregateOp {
     Max,
     /// Mean of the field.
     Avg,
+    /// Approximate quantile `q` of the field (t-digest, 100 centroids).
+    Quantile,
 }
 
 impl AggregateSpec {
     /// The name its value has in a result: `count`, `avg(data.temperature)`.
     pub fn name(&self) -> String {
+        let quantile;
         let op = match self.op {
             AggregateOp::Count => "count",
             AggregateOp::Sum => "sum",
             AggregateOp::Min => "min",
             AggregateOp::Max => "max",
             AggregateOp::Avg => "avg",
+            AggregateOp::Quantile => {
+                // 0.99 → p99, 0.999 → p99.9
+                let percent = format!("{:.3}", self.q.unwrap_or(0.0) * 100.0);
+                quantile = format!("p{}", percent.trim_end_matches('0').trim_end_matches('.'));
+                &quantile
+            }
         };
         match &self.field {
             Some(field) if self.op != AggregateOp::Count => format!("{op}({field})"),
