@@ -15,7 +15,6 @@ use troupe_protocol::{EventPage, IngestReply, IngestStats};
 
 use crate::ingest::Admitted;
 use crate::store::{EventFilter, EventStore, Storage, StoreError};
-use crate::supervisor::FaultInjection;
 
 /// Messages of the ingestor.
 pub enum IngestorMsg {
@@ -40,11 +39,7 @@ pub enum IngestorMsg {
     InjectedFault(String),
 }
 
-impl FaultInjection for IngestorMsg {
-    fn injected_fault(reason: String) -> Self {
-        IngestorMsg::InjectedFault(reason)
-    }
-}
+crate::fault_injection!(IngestorMsg);
 
 /// The ingestor actor.
 #[derive(Clone)]

@@ -19,8 +19,6 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio::time::Instant;
 use troupe_protocol::{Member, MemberState};
 
-use crate::supervisor::FaultInjection;
-
 /// Published key: the node's HTTP address.
 pub const KEY_HTTP: &str = "http";
 /// Published key: Troupe version.
@@ -291,11 +289,7 @@ pub enum MembershipMsg {
     InjectedFault(String),
 }
 
-impl FaultInjection for MembershipMsg {
-    fn injected_fault(reason: String) -> Self {
-        MembershipMsg::InjectedFault(reason)
-    }
-}
+crate::fault_injection!(MembershipMsg);
 
 /// The node's changing figures to publish (load, queue depth, workers),
 /// as gossip keys and values; read every [`STATS_PERIOD`].

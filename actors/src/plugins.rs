@@ -6,7 +6,6 @@
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
-use crate::supervisor::FaultInjection;
 use crate::tasks::kinds::BUILTIN;
 
 /// Messages the registry handles.
@@ -17,11 +16,7 @@ pub enum PluginRegistryMsg {
     InjectedFault(String),
 }
 
-impl FaultInjection for PluginRegistryMsg {
-    fn injected_fault(reason: String) -> Self {
-        PluginRegistryMsg::InjectedFault(reason)
-    }
-}
+crate::fault_injection!(PluginRegistryMsg);
 
 /// The registry actor.
 #[derive(Debug, Clone, Copy)]

@@ -29,7 +29,6 @@ use troupe_protocol::{Attempt, SubmitTask, TaskAccepted, TaskPage, TaskRecord, T
 use crate::directory::ActorDirectory;
 use crate::placement::{rendezvous_order, rendezvous_owner};
 use crate::store::{Inserted, Storage, StoreError, TaskStore};
-use crate::supervisor::FaultInjection;
 use crate::tasks::gauges::PoolGauges;
 use crate::tasks::kinds;
 use crate::tasks::worker::{AttemptReport, Outcome, TaskJob};
@@ -143,11 +142,7 @@ pub enum SchedulerMsg {
     InjectedFault(String),
 }
 
-impl FaultInjection for SchedulerMsg {
-    fn injected_fault(reason: String) -> Self {
-        SchedulerMsg::InjectedFault(reason)
-    }
-}
+crate::fault_injection!(SchedulerMsg);
 
 /// The task-table actor.
 #[derive(Clone)]

@@ -21,7 +21,6 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use troupe_protocol::{ScheduleRecord, ScheduleStatus};
 
 use crate::store::{ScheduleStore, Storage, StoreError};
-use crate::supervisor::FaultInjection;
 
 /// How often due ticks are looked for.
 const TICK: Duration = Duration::from_millis(200);
@@ -72,11 +71,7 @@ pub enum SchedulesMsg {
     InjectedFault(String),
 }
 
-impl FaultInjection for SchedulesMsg {
-    fn injected_fault(reason: String) -> Self {
-        SchedulesMsg::InjectedFault(reason)
-    }
-}
+crate::fault_injection!(SchedulesMsg);
 
 /// The schedules actor (`node/schedules`).
 #[derive(Clone)]

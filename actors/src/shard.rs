@@ -21,7 +21,6 @@ use serde::{Deserialize, Serialize};
 use troupe_protocol::{Event, PipelineSpec};
 
 use crate::store::{EventFilter, EventStore, Storage, WindowStore};
-use crate::supervisor::FaultInjection;
 use crate::windows::{EngineState, Offered, WindowEngine};
 
 /// How often a shard looks for new events.
@@ -118,11 +117,7 @@ pub enum ShardMsg {
     InjectedFault(String),
 }
 
-impl FaultInjection for ShardMsg {
-    fn injected_fault(reason: String) -> Self {
-        ShardMsg::InjectedFault(reason)
-    }
-}
+crate::fault_injection!(ShardMsg);
 
 /// The shard a pipeline runs on: a stable hash of its id, so adding a
 /// pipeline moves no other.

@@ -19,7 +19,6 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use troupe_protocol::{SinkHealth, WindowResult};
 
 use crate::store::{Storage, WindowStore};
-use crate::supervisor::FaultInjection;
 
 /// Results written per batch.
 const BATCH: usize = 500;
@@ -46,11 +45,7 @@ pub enum SinkMsg {
     InjectedFault(String),
 }
 
-impl FaultInjection for SinkMsg {
-    fn injected_fault(reason: String) -> Self {
-        SinkMsg::InjectedFault(reason)
-    }
-}
+crate::fault_injection!(SinkMsg);
 
 /// The sink actor.
 #[derive(Clone)]

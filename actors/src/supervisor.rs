@@ -82,11 +82,7 @@ pub enum SupervisorMsg {
     InjectedFault(String),
 }
 
-impl FaultInjection for SupervisorMsg {
-    fn injected_fault(reason: String) -> Self {
-        SupervisorMsg::InjectedFault(reason)
-    }
-}
+crate::fault_injection!(SupervisorMsg);
 
 /// The supervisor actor.
 #[derive(Debug, Clone, Copy)]

@@ -21,6 +21,19 @@ pub trait FaultInjection: Message {
     fn injected_fault(reason: String) -> Self;
 }
 
+/// Implements [`FaultInjection`] for a message enum whose variant
+/// `InjectedFault(String)` makes its actor panic.
+#[macro_export]
+macro_rules! fault_injection {
+    ($msg:ty) => {
+        impl $crate::supervisor::FaultInjection for $msg {
+            fn injected_fault(reason: String) -> Self {
+                Self::InjectedFault(reason)
+            }
+        }
+    };
+}
+
 /// Whether a child is a leaf or supervises others itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ChildKind {
