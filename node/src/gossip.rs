@@ -21,7 +21,8 @@ use troupe_actors::membership::{Gossip, GossipSession, Observation, KEY_STATUS, 
 pub struct ChitchatGossip {
     /// This node's id.
     pub node_id: String,
-    /// Cluster name: nodes of other clusters are ignored.
+    /// Cluster id (name and a digest of the secret): nodes of other
+    /// clusters, or with another secret, are ignored.
     pub cluster: String,
     /// UDP address to listen on and advertise.
     pub listen: SocketAddr,

@@ -3,6 +3,7 @@
 //! `main.rs` only parses arguments and calls into here; [`run::run`] is the
 //! whole life of one node and can be called from tests too.
 
+pub mod auth;
 pub mod bench;
 pub mod chaos;
 pub mod cli;

@@ -25,6 +25,7 @@ use troupe_actors::tasks::kinds;
 use troupe_actors::tree::{self, NodeTreeConfig, MEMBERSHIP};
 use troupe_protocol::SinkHealth;
 
+use crate::auth::ClusterKey;
 use crate::config::{ClusterConfig, NodeEntry};
 use crate::gossip::{cpu_load_probe, ChitchatGossip};
 use crate::http::{self, AppState};
@@ -66,7 +67,8 @@ fn membership(
     let interval = Duration::from_millis(config.cluster.gossip_interval_ms);
     let gossip = ChitchatGossip {
         node_id: entry.id.clone(),
-        cluster: config.cluster.name.clone(),
+        // Nodes with another secret are another cluster to chitchat.
+        cluster: ClusterKey::new(&config.cluster.secret).gossip_cluster_id(&config.cluster.name),
         listen: entry.gossip,
         seeds: config
             .nodes
@@ -151,9 +153,11 @@ pub async fn run(
     let storage_handle: Arc<dyn troupe_actors::store::Storage> = Arc::new(storage.clone());
     // Empty until membership has a warm view of who is alive.
     let (live_tx, live_rx) = watch::channel(Vec::<String>::new());
+    let key = ClusterKey::new(&config.cluster.secret);
     let peers = Arc::new(Peers::new(
         &entry.id,
         &config.cluster.name,
+        key.clone(),
         config
             .nodes
             .iter()
@@ -212,6 +216,7 @@ pub async fn run(
     let peer_server = tokio::spawn(transport::serve(
         peer_listener,
         config.cluster.name.clone(),
+        key,
         Arc::new(move |request| {
             let router = Arc::clone(&handler_router);
             Box::pin(async move { router.handle_peer(request).await })

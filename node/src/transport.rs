@@ -6,7 +6,8 @@
 //! [`Envelope`] whose id pairs a request with its reply, so requests from
 //! many handlers share the connection and replies may come out of order.
 //! A broken link fails the calls waiting on it and is re-dialled by the
-//! next call. (Authentication of peers comes with the auth issue.)
+//! next call. The hello proves knowledge of the cluster secret (see
+//! `auth`); a peer without it is refused.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -22,6 +23,8 @@ use tokio_util::bytes::Bytes;
 use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
 use tokio_util::sync::CancellationToken;
 use troupe_protocol::wire::{Envelope, Hello, PeerReply, PeerRequest, MAGIC, MAX_FRAME, VERSION};
+
+use crate::auth::ClusterKey;
 
 /// How long dialling a peer may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
@@ -63,6 +66,7 @@ pub type PeerHandler = Arc<dyn Fn(PeerRequest) -> BoxFuture<'static, PeerReply> 
 pub async fn serve(
     listener: TcpListener,
     cluster: String,
+    key: ClusterKey,
     handler: PeerHandler,
     stop: CancellationToken,
 ) {
@@ -81,6 +85,7 @@ pub async fn serve(
         tokio::spawn(serve_connection(
             stream,
             cluster.clone(),
+            key.clone(),
             Arc::clone(&handler),
             stop.clone(),
         ));
@@ -90,6 +95,7 @@ pub async fn serve(
 async fn serve_connection(
     stream: TcpStream,
     cluster: String,
+    key: ClusterKey,
     handler: PeerHandler,
     stop: CancellationToken,
 ) {
@@ -99,10 +105,11 @@ async fn serve_connection(
         Some(Ok(frame)) => serde_json::from_slice(&frame).ok(),
         _ => None,
     };
-    let Some(hello) =
-        hello.filter(|h| h.magic == MAGIC && h.version == VERSION && h.cluster == cluster)
-    else {
-        tracing::warn!("refused a peer connection with a bad hello");
+    let Some(hello) = hello.filter(|h| {
+        h.magic == MAGIC && h.version == VERSION && h.cluster == cluster && key.verify(h)
+    }) else {
+        tracing::warn!("refused a peer connection: bad hello or wrong cluster secret");
+        metrics::counter!("troupe_peer_connections_refused_total").increment(1);
         return;
     };
     let (replies, mut outbox) = mpsc::unbounded_channel::<Bytes>();
@@ -153,21 +160,32 @@ struct Link {
 /// Calls to the other nodes of the cluster.
 pub struct Peers {
     hello: Hello,
+    key: ClusterKey,
     addresses: HashMap<String, SocketAddr>,
     links: tokio::sync::Mutex<HashMap<String, Arc<Link>>>,
     next_id: AtomicU64,
 }
 
 impl Peers {
-    /// Peers at `addresses`, greeted as node `me` of `cluster`.
-    pub fn new(me: &str, cluster: &str, addresses: HashMap<String, SocketAddr>) -> Self {
+    /// Peers at `addresses`, greeted as node `me` of `cluster`, with hellos
+    /// signed by `key`.
+    pub fn new(
+        me: &str,
+        cluster: &str,
+        key: ClusterKey,
+        addresses: HashMap<String, SocketAddr>,
+    ) -> Self {
         Self {
             hello: Hello {
                 magic: MAGIC.to_owned(),
                 version: VERSION,
                 cluster: cluster.to_owned(),
                 node: me.to_owned(),
+                sent_at_ms: 0,
+                nonce: String::new(),
+                proof: String::new(),
             },
+            key,
             addresses,
             links: tokio::sync::Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
@@ -199,7 +217,9 @@ impl Peers {
         let _ = stream.set_nodelay(true);
         let (read, write) = stream.into_split();
         let mut sink = FramedWrite::new(write, codec());
-        let hello = serde_json::to_vec(&self.hello).map_err(|e| unreachable(e.to_string()))?;
+        let mut hello = self.hello.clone();
+        self.key.sign(&mut hello);
+        let hello = serde_json::to_vec(&hello).map_err(|e| unreachable(e.to_string()))?;
         sink.send(Bytes::from(hello))
             .await
             .map_err(|e| unreachable(e.to_string()))?;
@@ -286,5 +306,42 @@ impl Peers {
                 })
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A peer server on a free port answering every request with `Stored`.
+    async fn server(key: ClusterKey) -> (SocketAddr, CancellationToken) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let address = listener.local_addr().expect("address");
+        let stop = CancellationToken::new();
+        let handler: PeerHandler = Arc::new(|_| Box::pin(async { PeerReply::Stored }));
+        tokio::spawn(serve(listener, "c".into(), key, handler, stop.clone()));
+        (address, stop)
+    }
+
+    fn peers(key: ClusterKey, address: SocketAddr) -> Peers {
+        Peers::new("n1", "c", key, HashMap::from([("n2".to_owned(), address)]))
+    }
+
+    #[tokio::test]
+    async fn only_a_peer_with_the_cluster_secret_is_served() {
+        let (address, stop) = server(ClusterKey::new("right")).await;
+        let ask = PeerRequest::Get { id: "t".into() };
+        let timeout = Duration::from_secs(2);
+        let good = peers(ClusterKey::new("right"), address);
+        assert!(matches!(
+            good.call("n2", ask.clone(), timeout).await,
+            Ok(PeerReply::Stored)
+        ));
+        let bad = peers(ClusterKey::new("wrong"), address);
+        assert!(
+            bad.call("n2", ask, timeout).await.is_err(),
+            "a hello signed with another secret is refused"
+        );
+        stop.cancel();
     }
 }

@@ -14,7 +14,7 @@ use crate::{
 /// First bytes of every connection's hello.
 pub const MAGIC: &str = "troupe-cluster";
 /// Version of this protocol; peers must match.
-pub const VERSION: u16 = 2;
+pub const VERSION: u16 = 3;
 /// Largest frame accepted.
 pub const MAX_FRAME: usize = 64 << 20;
 
@@ -29,6 +29,13 @@ pub struct Hello {
     pub cluster: String,
     /// The sender's node id.
     pub node: String,
+    /// When it was sent, ms since the Unix epoch.
+    pub sent_at_ms: u64,
+    /// Fresh for each connection.
+    pub nonce: String,
+    /// HMAC-SHA256 (hex), keyed by the cluster secret, over cluster, node,
+    /// send time and nonce.
+    pub proof: String,
 }
 
 /// A request or reply with its correlation id.

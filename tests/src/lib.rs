@@ -170,6 +170,21 @@ impl Cluster {
 
     /// Starts node `id` with extra `troupe node` arguments and waits for `/health`.
     pub fn start(&mut self, id: &str, args: &[&str]) {
+        let config = self.config.clone();
+        self.start_from(&config, id, args);
+    }
+
+    /// A copy of the config, changed by `edit`, beside the original (so
+    /// data dirs stay where they are); returns its path.
+    pub fn config_variant(&self, name: &str, edit: impl FnOnce(&str) -> String) -> PathBuf {
+        let original = std::fs::read_to_string(&self.config).expect("read config");
+        let path = self.dir.path().join(format!("cluster-{name}.toml"));
+        std::fs::write(&path, edit(&original)).expect("write config variant");
+        path
+    }
+
+    /// Like [`Cluster::start`], with another config file.
+    pub fn start_from(&mut self, config: &Path, id: &str, args: &[&str]) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -179,7 +194,7 @@ impl Cluster {
         command
             .arg("node")
             .arg("--config")
-            .arg(&self.config)
+            .arg(config)
             .arg("--id")
             .arg(id)
             .args(args);

@@ -111,3 +111,32 @@ fn a_crashed_membership_actor_rejoins_and_peers_keep_it_alive() {
     let restarted = cluster.actor("n1", "node/membership").expect("membership");
     assert_eq!(restarted["restarts"], 1);
 }
+
+#[test]
+fn a_node_with_the_wrong_secret_is_kept_out() {
+    let mut cluster = Cluster::new(3, "");
+    let wrong = cluster.config_variant("wrong-secret", |text| {
+        text.replace("secret = \"test-secret\"", "secret = \"not-the-secret\"")
+    });
+    cluster.start_from(&wrong, "n3", &[]);
+    cluster.start("n1", &[]);
+    cluster.start("n2", &[]);
+    wait_until(
+        Duration::from_secs(20),
+        "n1 and n2 to see each other",
+        || {
+            state(&cluster, "n1", "n2").as_deref() == Some("alive")
+                && state(&cluster, "n2", "n1").as_deref() == Some("alive")
+        },
+    );
+    // Give gossip time to have reached n3 many times over (100 ms rounds):
+    // it never becomes a member, and it never sees the others.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < deadline {
+        for on in ["n1", "n2"] {
+            assert_eq!(state(&cluster, on, "n3"), None, "{on} must not know n3");
+        }
+        assert_eq!(state(&cluster, "n3", "n1"), None, "n3 must not know n1");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
