@@ -24,7 +24,12 @@ pub(crate) const BASE: u64 = 1_767_225_600_000;
 /// (id, source, event time, value): three sources, each out of order by up
 /// to 250 ms (less than the watermark delay), over about 30 s.
 pub(crate) fn readings() -> Vec<(String, String, u64, u64)> {
-    (0..3000u64)
+    readings_n(3000)
+}
+
+/// `n` readings, 10 ms of event time apart.
+fn readings_n(n: u64) -> Vec<(String, String, u64, u64)> {
+    (0..n)
         .map(|i| {
             let jitter = (i * 7919) % 250;
             let t = BASE + i * 10 + 250 - jitter;
@@ -402,5 +407,53 @@ fn pipelines_created_over_the_api_run_stop_resume_and_survive_a_restart() {
         200
     );
     close_at(&cluster, BASE + 100_000);
+    assert_results_match(&cluster, &events);
+}
+
+#[test]
+fn a_node_killed_mid_stream_then_sent_the_whole_stream_again_stores_exact_windows() {
+    let mut cluster = Cluster::new(1, PIPELINE);
+    cluster.start("n1", &[]);
+    let events = readings_n(200_000);
+    let body = ndjson(&events, "reading");
+    let url = format!("{}/v1/events", cluster.url("n1"));
+    let upload = std::thread::spawn(move || {
+        ureq::post(&url)
+            .set("Content-Type", "application/x-ndjson")
+            .send_string(&body)
+            .map(|reply| reply.status())
+            .ok()
+    });
+    wait_until(
+        Duration::from_secs(30),
+        "part of the stream in the log",
+        || {
+            cluster.get("n1", "/stats").body["events"]
+                .as_u64()
+                .unwrap_or(0)
+                >= 20_000
+        },
+    );
+    cluster.kill("n1");
+    assert_eq!(
+        upload.join().expect("upload thread"),
+        None,
+        "the kill came while the stream was still being ingested"
+    );
+    cluster.start("n1", &[]);
+    let kept = cluster.get("n1", "/stats").body["events"]
+        .as_u64()
+        .unwrap_or(0);
+    assert!(
+        (20_000..200_000).contains(&kept),
+        "{kept} events survived the kill"
+    );
+    // Not acknowledged, so the client sends it all again.
+    let reply = send(&cluster, &ndjson(&events, "reading"));
+    assert_eq!(
+        (&reply["accepted"], &reply["duplicate"]),
+        (&json!(200_000 - kept), &json!(kept))
+    );
+    close_at(&cluster, BASE + 10_000_000);
     assert_results_match(&cluster, &events);
 }
