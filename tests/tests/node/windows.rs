@@ -444,10 +444,9 @@ fn a_node_killed_mid_stream_then_sent_the_whole_stream_again_stores_exact_window
     let kept = cluster.get("n1", "/stats").body["events"]
         .as_u64()
         .unwrap_or(0);
-    assert!(
-        (20_000..200_000).contains(&kept),
-        "{kept} events survived the kill"
-    );
+    // Unacknowledged, some may be gone (only an acknowledgement promises
+    // durability); whatever survived must not be counted twice.
+    assert!(kept < 200_000, "{kept} events survived the kill");
     // Not acknowledged, so the client sends it all again.
     let reply = send(&cluster, &ndjson(&events, "reading"));
     assert_eq!(
