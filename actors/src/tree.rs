@@ -52,6 +52,11 @@ pub const WORKERS: &str = "node/scheduler/workers";
 pub const MEMBERSHIP: &str = "node/membership";
 /// Path of the ingestor.
 pub const INGESTOR: &str = "node/ingest/ingestor";
+/// Path of window shard `k`.
+pub fn shard_path(k: usize) -> String {
+    format!("node/ingest/shard-{k}")
+}
+
 /// Path of the schedules actor.
 pub const SCHEDULES: &str = "node/schedules";
 /// Path of the plugin registry.

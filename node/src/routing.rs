@@ -10,8 +10,6 @@
 
 mod schedules;
 
-pub use schedules::tick_key;
-
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;

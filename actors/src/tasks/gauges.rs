@@ -28,11 +28,6 @@ impl PoolGauges {
         self.size.load(Ordering::Relaxed)
     }
 
-    /// Workers running an attempt now.
-    pub fn busy(&self) -> usize {
-        self.busy.load(Ordering::Relaxed)
-    }
-
     /// Attempts waiting for a worker.
     pub fn queued(&self) -> usize {
         self.queued.load(Ordering::Relaxed)

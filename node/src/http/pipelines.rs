@@ -11,9 +11,10 @@ use ractor::rpc::CallResult;
 use serde_json::json;
 use troupe_actors::shard::{shard_of, PipelineStatus, ShardMsg};
 use troupe_actors::store::ResultFilter;
+use troupe_actors::tree::shard_path;
 use troupe_protocol::PipelineSpec;
 
-use super::events::time_bound;
+use super::events::{flush, time_bound};
 use super::json::{parse, read_body, MAX_BODY};
 use super::{
     ndjson_pages, offset_cursor, page_limit, store_work, wants_ndjson, ApiError, AppState,
@@ -24,18 +25,27 @@ const MAX_PAGE: usize = 1_000;
 /// How long a shard may take to answer.
 const SHARD_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Calls window shard `k`.
+async fn ask_shard<T: Send + 'static>(
+    state: &AppState,
+    k: usize,
+    build: impl FnOnce(ractor::RpcReplyPort<T>) -> ShardMsg,
+) -> Result<T, ApiError> {
+    let path = shard_path(k);
+    let shard = state
+        .directory
+        .get::<ShardMsg>(&path)
+        .ok_or_else(|| ApiError::unavailable(format!("{path} is restarting")))?;
+    match shard.call(build, Some(SHARD_TIMEOUT)).await {
+        Ok(CallResult::Success(answer)) => Ok(answer),
+        _ => Err(ApiError::unavailable(format!("{path} did not answer"))),
+    }
+}
+
 async fn statuses(state: &AppState) -> Result<Vec<PipelineStatus>, ApiError> {
     let mut all = Vec::new();
     for k in 0..state.shards {
-        let path = format!("node/ingest/shard-{k}");
-        let shard = state
-            .directory
-            .get::<ShardMsg>(&path)
-            .ok_or_else(|| ApiError::unavailable(format!("{path} is restarting")))?;
-        match shard.call(ShardMsg::Status, Some(SHARD_TIMEOUT)).await {
-            Ok(CallResult::Success(mut some)) => all.append(&mut some),
-            _ => return Err(ApiError::unavailable(format!("{path} did not answer"))),
-        }
+        all.append(&mut ask_shard(state, k, ShardMsg::Status).await?);
     }
     all.sort_by(|a, b| a.spec.id.cmp(&b.spec.id));
     Ok(all)
@@ -46,30 +56,13 @@ async fn statuses(state: &AppState) -> Result<Vec<PipelineStatus>, ApiError> {
 pub(super) async fn checkpoint(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let mut offsets = BTreeMap::new();
     for k in 0..state.shards {
-        let path = format!("node/ingest/shard-{k}");
-        let shard = state
-            .directory
-            .get::<ShardMsg>(&path)
-            .ok_or_else(|| ApiError::unavailable(format!("{path} is restarting")))?;
-        match shard.call(ShardMsg::Checkpoint, Some(SHARD_TIMEOUT)).await {
-            Ok(CallResult::Success(Ok(offset))) => {
-                offsets.insert(path, offset);
-            }
-            Ok(CallResult::Success(Err(e))) => return Err(ApiError::unavailable(e)),
-            _ => return Err(ApiError::unavailable(format!("{path} did not answer"))),
-        }
+        let offset = ask_shard(&state, k, ShardMsg::Checkpoint)
+            .await?
+            .map_err(ApiError::unavailable)?;
+        offsets.insert(shard_path(k), offset);
     }
-    let log = Arc::clone(&state.events);
-    store_work(move || log.flush()).await?;
+    flush(&state).await?;
     Ok(HttpResponse::Ok().json(json!({"checkpointed": offsets})))
-}
-
-fn shard(state: &AppState, k: usize) -> Result<ractor::ActorRef<ShardMsg>, ApiError> {
-    let path = format!("node/ingest/shard-{k}");
-    state
-        .directory
-        .get::<ShardMsg>(&path)
-        .ok_or_else(|| ApiError::unavailable(format!("{path} is restarting")))
 }
 
 /// `POST /v1/pipelines[?start_from=earliest|latest]`: runs a new pipeline
@@ -95,24 +88,15 @@ pub(super) async fn create(
     if statuses(&state).await?.iter().any(|s| s.spec.id == spec.id) {
         return Err(ApiError::conflict(format!("pipeline {} exists", spec.id)));
     }
-    let target = shard(&state, shard_of(&spec.id, state.shards))?;
-    let status = match target
-        .call(
-            |reply| ShardMsg::Add {
-                spec,
-                from_latest,
-                reply,
-            },
-            Some(SHARD_TIMEOUT),
-        )
-        .await
-    {
-        Ok(CallResult::Success(Ok(status))) => status,
-        Ok(CallResult::Success(Err(e))) => return Err(ApiError::conflict(e)),
-        _ => return Err(ApiError::unavailable("the shard did not answer")),
-    };
-    let log = Arc::clone(&state.events);
-    store_work(move || log.flush()).await?;
+    let k = shard_of(&spec.id, state.shards);
+    let status = ask_shard(&state, k, |reply| ShardMsg::Add {
+        spec,
+        from_latest,
+        reply,
+    })
+    .await?
+    .map_err(ApiError::conflict)?;
+    flush(&state).await?;
     Ok(HttpResponse::Created().json(status))
 }
 
@@ -121,27 +105,17 @@ async fn set_running(
     id: String,
     running: bool,
 ) -> Result<HttpResponse, ApiError> {
-    let target = shard(state, shard_of(&id, state.shards))?;
-    let answer = target
-        .call(
-            |reply| ShardMsg::SetRunning {
-                id: id.clone(),
-                running,
-                reply,
-            },
-            Some(SHARD_TIMEOUT),
-        )
-        .await;
-    match answer {
-        Ok(CallResult::Success(Ok(Some(status)))) => {
-            let log = Arc::clone(&state.events);
-            store_work(move || log.flush()).await?;
-            Ok(HttpResponse::Ok().json(status))
-        }
-        Ok(CallResult::Success(Ok(None))) => Err(ApiError::not_found(format!("no pipeline {id}"))),
-        Ok(CallResult::Success(Err(e))) => Err(ApiError::unavailable(e)),
-        _ => Err(ApiError::unavailable("the shard did not answer")),
-    }
+    let k = shard_of(&id, state.shards);
+    let status = ask_shard(state, k, |reply| ShardMsg::SetRunning {
+        id: id.clone(),
+        running,
+        reply,
+    })
+    .await?
+    .map_err(ApiError::unavailable)?
+    .ok_or_else(|| ApiError::not_found(format!("no pipeline {id}")))?;
+    flush(state).await?;
+    Ok(HttpResponse::Ok().json(status))
 }
 
 pub(super) async fn start(

@@ -26,7 +26,7 @@ const MAX_NAME: usize = 200;
 
 /// The idempotency key of a schedule's tick: one task per tick, however
 /// many holders fire it.
-pub fn tick_key(schedule: &str, tick_ms: u64) -> String {
+fn tick_key(schedule: &str, tick_ms: u64) -> String {
     format!("schedule:{schedule}:{tick_ms}")
 }
 
