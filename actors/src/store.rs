@@ -186,27 +186,40 @@ pub trait Storage: Send + Sync {
     fn check(&self) -> Result<(), StoreError>;
 }
 
-/// Takes records in id order, keeps those in `state` and of `owner`, stops
-/// after `limit`; the cursor is the last id returned when more may follow.
+/// One page of a listing read lazily: up to `limit` items, and the
+/// cursor of the last one when more follow (one item past the page is
+/// read to know). Stops at the first error.
+pub fn page_of<T, C>(
+    items: impl Iterator<Item = Result<T, StoreError>>,
+    limit: usize,
+    cursor: impl Fn(&T) -> C,
+) -> Result<(Vec<T>, Option<C>), StoreError> {
+    let mut page = Vec::new();
+    for item in items {
+        let item = item?;
+        if page.len() == limit {
+            let next = page.last().map(&cursor);
+            return Ok((page, next));
+        }
+        page.push(item);
+    }
+    Ok((page, None))
+}
+
+/// A page of tasks (in id order) in `state` and of `owner`.
 pub fn paginate(
-    records: impl Iterator<Item = TaskRecord>,
+    records: impl Iterator<Item = Result<TaskRecord, StoreError>>,
     state: Option<TaskState>,
     owner: Option<&str>,
     limit: usize,
-) -> (Vec<TaskRecord>, Option<String>) {
-    let mut page = Vec::new();
-    let mut more = false;
+) -> Result<(Vec<TaskRecord>, Option<String>), StoreError> {
     let wanted =
         |r: &TaskRecord| state.is_none_or(|s| r.state == s) && owner.is_none_or(|o| r.owner == o);
-    for record in records.filter(wanted) {
-        if page.len() == limit {
-            more = true;
-            break;
-        }
-        page.push(record);
-    }
-    let cursor = more.then(|| page.last().map(|r| r.id.clone())).flatten();
-    (page, cursor)
+    page_of(
+        records.filter(|r| r.as_ref().map_or(true, wanted)),
+        limit,
+        |r| r.id.clone(),
+    )
 }
 
 /// Locks an in-memory store (a poisoned lock is an unavailable store).
@@ -272,7 +285,7 @@ impl WindowStore for MemoryWindows {
         limit: usize,
     ) -> Result<(Vec<WindowResult>, Option<String>), StoreError> {
         let maps = locked(&self.0)?;
-        let mut page: Vec<WindowResult> = maps
+        let items = maps
             .results
             .values()
             .filter(|r| r.pipeline == filter.pipeline)
@@ -282,18 +295,8 @@ impl WindowStore for MemoryWindows {
             .filter(|r| {
                 after.is_none_or(|a| format!("{}:{}", r.key, r.window_start_ms).as_str() > a)
             })
-            .take(limit + 1)
-            .cloned()
-            .collect();
-        let more = page.len() > limit;
-        page.truncate(limit);
-        let cursor = more
-            .then(|| {
-                page.last()
-                    .map(|r| format!("{}:{}", r.key, r.window_start_ms))
-            })
-            .flatten();
-        Ok((page, cursor))
+            .map(|r| Ok(r.clone()));
+        page_of(items, limit, |r| format!("{}:{}", r.key, r.window_start_ms))
     }
 
     fn outbox(&self, limit: usize) -> Result<Vec<WindowResult>, StoreError> {
@@ -325,16 +328,11 @@ impl WindowStore for MemoryWindows {
         limit: usize,
     ) -> Result<(Vec<Event>, Option<u64>), StoreError> {
         let maps = locked(&self.0)?;
-        let mut page: Vec<Event> = maps
+        let items = maps
             .late
             .range((pipeline.to_owned(), after.saturating_add(1))..=(pipeline.to_owned(), u64::MAX))
-            .map(|(_, e)| e.clone())
-            .take(limit + 1)
-            .collect();
-        let more = page.len() > limit;
-        page.truncate(limit);
-        let cursor = more.then(|| page.last().map(|e| e.offset)).flatten();
-        Ok((page, cursor))
+            .map(|(_, e)| Ok(e.clone()));
+        page_of(items, limit, |e| e.offset)
     }
 }
 
@@ -388,17 +386,12 @@ impl EventStore for MemoryEvents {
         limit: usize,
     ) -> Result<(Vec<Event>, Option<u64>), StoreError> {
         let log = locked(&self.0)?;
-        let mut page: Vec<Event> = log
+        let items = log
             .0
             .iter()
             .filter(|e| e.offset > after && filter.admits(e))
-            .take(limit + 1)
-            .cloned()
-            .collect();
-        let more = page.len() > limit;
-        page.truncate(limit);
-        let cursor = more.then(|| page.last().map(|e| e.offset)).flatten();
-        Ok((page, cursor))
+            .map(|e| Ok(e.clone()));
+        page_of(items, limit, |e| e.offset)
     }
 }
 
@@ -483,12 +476,14 @@ impl TaskStore for MemoryTasks {
             .filter(|id| after.is_none_or(|a| id.as_str() > a))
             .collect();
         ids.sort();
-        Ok(paginate(
-            ids.into_iter().filter_map(|id| guard.0.get(id).cloned()),
+        paginate(
+            ids.into_iter()
+                .filter_map(|id| guard.0.get(id).cloned())
+                .map(Ok),
             state,
             owner,
             limit,
-        ))
+        )
     }
 
     fn put(&self, record: &TaskRecord) -> Result<(), StoreError> {

@@ -15,8 +15,8 @@ use sled::Transactional;
 use std::collections::BTreeMap;
 
 use troupe_actors::store::{
-    paginate, EventFilter, EventStore, Inserted, ResultFilter, ScheduleStore, Storage, StoreError,
-    TaskStore, WindowStore,
+    page_of, paginate, EventFilter, EventStore, Inserted, ResultFilter, ScheduleStore, Storage,
+    StoreError, TaskStore, WindowStore,
 };
 use troupe_protocol::{Event, ScheduleRecord, TaskRecord, TaskState, WindowResult};
 
@@ -268,21 +268,22 @@ impl EventStore for SledEvents {
             Some(entry) => entry.map_err(unavailable)?.0.to_vec(),
             None => wanted.to_vec(),
         };
-        let mut page = Vec::new();
-        for entry in self.tree.range(start..=chunk_key(u64::MAX).to_vec()) {
-            let (key, bytes) = entry.map_err(unavailable)?;
-            for event in decode_chunk(&key, &bytes)? {
-                if event.offset <= after || !filter.admits(&event) {
-                    continue;
-                }
-                if page.len() == limit {
-                    let cursor = page.last().map(|e: &Event| e.offset);
-                    return Ok((page, cursor));
-                }
-                page.push(event);
-            }
-        }
-        Ok((page, None))
+        let chunks = self
+            .tree
+            .range(start..=chunk_key(u64::MAX).to_vec())
+            .map(|entry| {
+                let (key, bytes) = entry.map_err(unavailable)?;
+                decode_chunk(&key, &bytes)
+            });
+        let events = chunks.flat_map(|chunk| match chunk {
+            Ok(events) => events.into_iter().map(Ok).collect::<Vec<_>>(),
+            Err(e) => vec![Err(e)],
+        });
+        let wanted = events.filter(|e| {
+            e.as_ref()
+                .map_or(true, |e| e.offset > after && filter.admits(e))
+        });
+        page_of(wanted, limit, |e| e.offset)
     }
 }
 
@@ -376,26 +377,27 @@ impl WindowStore for SledWindows {
             }
             None => prefix.clone(),
         };
-        let mut page = Vec::new();
-        let mut last_key = Vec::new();
-        for entry in self.tree.range(start..) {
-            let (key, bytes) = entry.map_err(unavailable)?;
-            if !key.starts_with(&prefix) {
-                break;
-            }
-            let result: WindowResult = decode("window result", &bytes)?;
-            if filter.from_ms.is_some_and(|f| result.window_start_ms < f)
-                || filter.to_ms.is_some_and(|t| result.window_start_ms >= t)
-            {
-                continue;
-            }
-            if page.len() == limit {
-                return Ok((page, Some(hex(&last_key))));
-            }
-            last_key = key.to_vec();
-            page.push(result);
-        }
-        Ok((page, None))
+        let items = self
+            .tree
+            .range(start..)
+            .take_while(|entry| {
+                entry
+                    .as_ref()
+                    .map_or(true, |(key, _)| key.starts_with(&prefix))
+            })
+            .map(|entry| {
+                let (key, bytes) = entry.map_err(unavailable)?;
+                let result: WindowResult = decode("window result", &bytes)?;
+                Ok((key, result))
+            })
+            .filter(|item| {
+                item.as_ref().map_or(true, |(_, r)| {
+                    filter.from_ms.is_none_or(|f| r.window_start_ms >= f)
+                        && filter.to_ms.is_none_or(|t| r.window_start_ms < t)
+                })
+            });
+        let (page, cursor) = page_of(items, limit, |(key, _)| hex(key))?;
+        Ok((page.into_iter().map(|(_, r)| r).collect(), cursor))
     }
 
     fn outbox(&self, limit: usize) -> Result<Vec<WindowResult>, StoreError> {
@@ -429,17 +431,11 @@ impl WindowStore for SledWindows {
     ) -> Result<(Vec<Event>, Option<u64>), StoreError> {
         let start = parts_key(b'l', &[pipeline], after.saturating_add(1));
         let end = parts_key(b'l', &[pipeline], u64::MAX);
-        let mut page = Vec::new();
-        for entry in self.tree.range(start..=end) {
+        let events = self.tree.range(start..=end).map(|entry| {
             let (_, bytes) = entry.map_err(unavailable)?;
-            let event: Event = decode("late event", &bytes)?;
-            if page.len() == limit {
-                let cursor = page.last().map(|e: &Event| e.offset);
-                return Ok((page, cursor));
-            }
-            page.push(event);
-        }
-        Ok((page, None))
+            decode("late event", &bytes)
+        });
+        page_of(events, limit, |e: &Event| e.offset)
     }
 }
 
@@ -549,27 +545,14 @@ impl TaskStore for SledTasks {
             None => Bound::Unbounded,
         };
         // Read lazily: one page (plus one record) is decoded, however large the table.
-        let mut failure = None;
         let records = self
             .by_id
             .range::<Vec<u8>, _>((start, Bound::Unbounded))
-            .map_while(|entry| {
-                match entry
-                    .map_err(unavailable)
-                    .and_then(|(key, bytes)| decode(&String::from_utf8_lossy(&key), &bytes))
-                {
-                    Ok(record) => Some(record),
-                    Err(e) => {
-                        failure = Some(e);
-                        None
-                    }
-                }
+            .map(|entry| {
+                let (key, bytes) = entry.map_err(unavailable)?;
+                decode(&String::from_utf8_lossy(&key), &bytes)
             });
-        let page = paginate(records, state, owner, limit);
-        match failure {
-            Some(e) => Err(e),
-            None => Ok(page),
-        }
+        paginate(records, state, owner, limit)
     }
 
     fn put(&self, record: &TaskRecord) -> Result<(), StoreError> {
