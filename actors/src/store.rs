@@ -155,6 +155,8 @@ pub trait WindowStore: Send + Sync {
     fn outbox_done(&self, written: &[WindowResult]) -> Result<(), StoreError>;
     /// Results waiting in the outbox.
     fn outbox_len(&self) -> Result<u64, StoreError>;
+    /// Makes every commit so far durable.
+    fn flush(&self) -> Result<(), StoreError>;
     /// A page of results in (key, window start) order, and the cursor of
     /// the next page.
     fn results(
@@ -250,6 +252,10 @@ struct WindowMaps {
 struct MemoryWindows(Mutex<WindowMaps>);
 
 impl WindowStore for MemoryWindows {
+    fn flush(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     fn checkpoint(&self, shard: usize) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(locked(&self.0)?.checkpoints.get(&shard).cloned())
     }

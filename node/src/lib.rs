@@ -9,6 +9,7 @@ pub mod chaos;
 pub mod cli;
 pub mod cluster;
 pub mod config;
+pub mod eventlog;
 pub mod gossip;
 pub mod http;
 pub mod loadgen;

@@ -1,4 +1,5 @@
-//! The embedded default store: one sled database per node.
+//! The embedded default store: one sled database per node for tasks,
+//! schedules and window results, and the event log ([`crate::eventlog`]).
 //!
 //! A node's store is one replica of cluster state, not the only copy, so a
 //! store that sled reports as corrupt (which its issue tracker shows can
@@ -12,11 +13,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
-use std::collections::BTreeMap;
 
+use crate::eventlog::{EventLog, LogError};
 use troupe_actors::store::{
-    page_of, paginate, EventFilter, EventStore, Inserted, ResultFilter, ScheduleStore, Storage,
-    StoreError, TaskStore, WindowStore,
+    page_of, paginate, EventStore, Inserted, ResultFilter, ScheduleStore, Storage, StoreError,
+    TaskStore, WindowStore,
 };
 use troupe_protocol::{Event, ScheduleRecord, TaskRecord, TaskState, WindowResult};
 
@@ -32,6 +33,9 @@ pub enum OpenError {
         /// sled's error.
         source: sled::Error,
     },
+    /// The event log could not be opened.
+    #[error(transparent)]
+    Events(#[from] LogError),
     /// The corrupt store could not be moved aside.
     #[error("cannot move corrupt store {dir} aside: {source}")]
     MoveAside {
@@ -52,6 +56,8 @@ const CACHE_BYTES: u64 = 8 << 20;
 #[derive(Clone)]
 pub struct SledStorage {
     db: sled::Db,
+    /// Opened once: it keeps its index and tail in memory.
+    events: Arc<EventLog>,
 }
 
 fn unavailable(err: impl std::fmt::Display) -> StoreError {
@@ -61,6 +67,7 @@ fn unavailable(err: impl std::fmt::Display) -> StoreError {
 impl SledStorage {
     /// Opens (or creates) the store under `data_dir/store`.
     pub fn open(data_dir: &Path) -> Result<Self, OpenError> {
+        let events = Arc::new(EventLog::open(&data_dir.join("events"))?);
         let dir = data_dir.join("store");
         // Throughput over disk space: sled rewrites segments less eagerly.
         let open = |dir: &Path| {
@@ -71,7 +78,7 @@ impl SledStorage {
                 .open()
         };
         match open(&dir) {
-            Ok(db) => Ok(Self { db }),
+            Ok(db) => Ok(Self { db, events }),
             // Data sled cannot read. I/O errors (permissions, a second
             // process holding the lock) are not this and must not move data.
             Err(
@@ -89,7 +96,7 @@ impl SledStorage {
                 })?;
                 tracing::error!(moved_to = %aside.display(), "store was corrupt; starting empty");
                 open(&dir)
-                    .map(|db| Self { db })
+                    .map(|db| Self { db, events })
                     .map_err(|source| OpenError::Sled { dir, source })
             }
             Err(source) => Err(OpenError::Sled { dir, source }),
@@ -119,10 +126,7 @@ impl Storage for SledStorage {
     }
 
     fn events(&self) -> Result<Arc<dyn EventStore>, StoreError> {
-        Ok(Arc::new(SledEvents {
-            db: self.db.clone(),
-            tree: self.db.open_tree("events").map_err(unavailable)?,
-        }))
+        Ok(Arc::clone(&self.events) as Arc<dyn EventStore>)
     }
 
     fn windows(&self) -> Result<Arc<dyn WindowStore>, StoreError> {
@@ -136,154 +140,6 @@ impl Storage for SledStorage {
             .get(b"__ready_probe")
             .map(|_| ())
             .map_err(unavailable)
-    }
-}
-
-/// The event log in one tree, so that an append (events, ids, counts) is
-/// one atomic `apply_batch`. Events are stored a batch per record — `c` +
-/// first offset (big-endian) → the batch's events, JSON — because sled's
-/// cost is per key: one key per event made ingestion ~10x slower. `i` + id
-/// → offset (for deduplication) and `s` + source → count are per key;
-/// `n` holds the last offset written, so that deleting old events never
-/// makes an offset be handed out twice.
-struct SledEvents {
-    db: sled::Db,
-    tree: sled::Tree,
-}
-
-fn chunk_key(first_offset: u64) -> [u8; 9] {
-    let mut key = [b'c'; 9];
-    key[1..].copy_from_slice(&first_offset.to_be_bytes());
-    key
-}
-
-fn prefixed(prefix: u8, name: &str) -> Vec<u8> {
-    let mut key = Vec::with_capacity(name.len() + 1);
-    key.push(prefix);
-    key.extend_from_slice(name.as_bytes());
-    key
-}
-
-fn be_u64(bytes: &[u8]) -> u64 {
-    bytes.try_into().map(u64::from_be_bytes).unwrap_or_default()
-}
-
-fn decode_chunk(key: &[u8], bytes: &[u8]) -> Result<Vec<Event>, StoreError> {
-    decode(&format!("events from {}", be_u64(&key[1..])), bytes)
-}
-
-impl EventStore for SledEvents {
-    fn tail(&self) -> Result<(u64, BTreeMap<String, u64>), StoreError> {
-        let last = self
-            .tree
-            .get(b"n")
-            .map_err(unavailable)?
-            .map_or(0, |bytes| be_u64(&bytes));
-        let mut sources = BTreeMap::new();
-        for entry in self.tree.scan_prefix(b"s") {
-            let (key, count) = entry.map_err(unavailable)?;
-            sources.insert(
-                String::from_utf8_lossy(&key[1..]).into_owned(),
-                be_u64(&count),
-            );
-        }
-        Ok((last, sources))
-    }
-
-    fn contains(&self, event_id: &str) -> Result<bool, StoreError> {
-        self.tree
-            .contains_key(prefixed(b'i', event_id))
-            .map_err(unavailable)
-    }
-
-    fn append(&self, events: &[Event], sources: &BTreeMap<String, u64>) -> Result<(), StoreError> {
-        let Some(first) = events.first() else {
-            return Ok(());
-        };
-        let mut batch = sled::Batch::default();
-        batch.insert(
-            &chunk_key(first.offset),
-            serde_json::to_vec(events).map_err(unavailable)?,
-        );
-        for event in events {
-            batch.insert(prefixed(b'i', &event.event_id), &event.offset.to_be_bytes());
-        }
-        for (source, count) in sources {
-            batch.insert(prefixed(b's', source), &count.to_be_bytes());
-        }
-        if let Some(last) = events.last() {
-            batch.insert(b"n", &last.offset.to_be_bytes());
-        }
-        self.tree.apply_batch(batch).map_err(unavailable)
-    }
-
-    fn retain(&self, cutoff_ms: u64) -> Result<u64, StoreError> {
-        let (_, mut counts) = self.tail()?;
-        let mut removed = 0;
-        // One batch per stored batch of events: each is rewritten or
-        // dropped atomically with its ids and the counts.
-        for entry in self.tree.scan_prefix(b"c") {
-            let (key, bytes) = entry.map_err(unavailable)?;
-            let events = decode_chunk(&key, &bytes)?;
-            let (kept, gone): (Vec<&Event>, Vec<&Event>) =
-                events.iter().partition(|e| e.timestamp_ms >= cutoff_ms);
-            if gone.is_empty() {
-                continue;
-            }
-            let mut batch = sled::Batch::default();
-            if kept.is_empty() {
-                batch.remove(&*key);
-            } else {
-                batch.insert(&*key, serde_json::to_vec(&kept).map_err(unavailable)?);
-            }
-            for event in &gone {
-                batch.remove(prefixed(b'i', &event.event_id));
-                let count = counts.entry(event.source.clone()).or_default();
-                *count = count.saturating_sub(1);
-                if *count == 0 {
-                    batch.remove(prefixed(b's', &event.source));
-                } else {
-                    batch.insert(prefixed(b's', &event.source), &count.to_be_bytes());
-                }
-            }
-            self.tree.apply_batch(batch).map_err(unavailable)?;
-            removed += gone.len() as u64;
-        }
-        Ok(removed)
-    }
-
-    fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush().map(|_| ()).map_err(unavailable)
-    }
-
-    fn page(
-        &self,
-        after: u64,
-        filter: &EventFilter,
-        limit: usize,
-    ) -> Result<(Vec<Event>, Option<u64>), StoreError> {
-        // From the batch holding offset `after + 1` on, one batch decoded at a time.
-        let wanted = chunk_key(after.saturating_add(1));
-        let start = match self.tree.range(chunk_key(0)..=wanted).next_back() {
-            Some(entry) => entry.map_err(unavailable)?.0.to_vec(),
-            None => wanted.to_vec(),
-        };
-        let chunks = self
-            .tree
-            .range(start..=chunk_key(u64::MAX).to_vec())
-            .map(|entry| {
-                let (key, bytes) = entry.map_err(unavailable)?;
-                decode_chunk(&key, &bytes)
-            });
-        let events = chunks.flat_map(|chunk| match chunk {
-            Ok(events) => events.into_iter().map(Ok).collect::<Vec<_>>(),
-            Err(e) => vec![Err(e)],
-        });
-        let wanted = events.filter(|e| {
-            e.as_ref()
-                .map_or(true, |e| e.offset > after && filter.admits(e))
-        });
-        page_of(wanted, limit, |e| e.offset)
     }
 }
 
@@ -317,6 +173,10 @@ fn unhex(text: &str) -> Option<Vec<u8>> {
 }
 
 impl WindowStore for SledWindows {
+    fn flush(&self) -> Result<(), StoreError> {
+        self.tree.flush().map(|_| ()).map_err(unavailable)
+    }
+
     fn checkpoint(&self, shard: usize) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self
             .tree

@@ -68,9 +68,8 @@ async fn append(state: &AppState, batch: Vec<Admitted>) -> Result<IngestReply, A
         .map_err(|e| ApiError::unavailable(e.to_string()))
 }
 
-/// Makes what was appended (events, and everything else in the node's
-/// store) durable.
-pub(super) async fn flush(state: &AppState) -> Result<(), ApiError> {
+/// Makes what was appended to the event log durable.
+async fn flush(state: &AppState) -> Result<(), ApiError> {
     let log = std::sync::Arc::clone(&state.events);
     store_work(move || log.flush()).await
 }

@@ -14,7 +14,7 @@ use troupe_actors::store::ResultFilter;
 use troupe_actors::tree::shard_path;
 use troupe_protocol::PipelineSpec;
 
-use super::events::{flush, time_bound};
+use super::events::time_bound;
 use super::json::{parse, read_body, MAX_BODY};
 use super::{
     ndjson_pages, offset_cursor, page_limit, store_work, wants_ndjson, ApiError, AppState,
@@ -232,4 +232,10 @@ pub(super) async fn late(
     let (events, next_cursor) = store_work(move || store.late(&pipeline, after, limit)).await?;
     Ok(HttpResponse::Ok()
         .json(json!({"events": events, "next_cursor": next_cursor.map(|c| c.to_string())})))
+}
+
+/// Makes the shards' commits (checkpoints, pipeline changes) durable.
+async fn flush(state: &AppState) -> Result<(), ApiError> {
+    let windows = std::sync::Arc::clone(&state.windows);
+    store_work(move || windows.flush()).await
 }
