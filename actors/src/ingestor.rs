@@ -63,29 +63,38 @@ fn count(outcome: &'static str, n: u64) {
 impl Ingestor {
     fn append(state: &mut IngestorState, batch: Vec<Admitted>) -> Result<IngestReply, StoreError> {
         let mut reply = IngestReply::default();
-        let mut seen: HashSet<String> = HashSet::with_capacity(batch.len());
+        // Which of the batch are repeats, of the log or of an earlier one
+        // in the batch; a generated id is new by construction.
+        let mut repeated = vec![false; batch.len()];
+        {
+            let mut seen: HashSet<&str> = HashSet::with_capacity(batch.len());
+            for (i, admitted) in batch.iter().enumerate() {
+                let id = admitted.event.event_id.as_str();
+                repeated[i] =
+                    !admitted.id_assigned && (!seen.insert(id) || state.log.contains(id)?);
+            }
+        }
         let mut events = Vec::with_capacity(batch.len());
         let mut sources: BTreeMap<String, u64> = BTreeMap::new();
         let mut offset = state.last_offset;
-        for admitted in batch {
-            let mut event = admitted.event;
-            // A generated id is new by construction.
-            let repeated = !admitted.id_assigned
-                && (seen.contains(&event.event_id) || state.log.contains(&event.event_id)?);
+        for (admitted, repeated) in batch.into_iter().zip(repeated) {
             if repeated {
                 reply.duplicate += 1;
                 continue;
             }
-            seen.insert(event.event_id.clone());
+            let mut event = admitted.event;
             offset += 1;
             event.offset = offset;
             reply.accepted += 1;
             reply.ids_assigned += u64::from(admitted.id_assigned);
             reply.timestamps_assigned += u64::from(admitted.time_assigned);
-            let total = sources
-                .entry(event.source.clone())
-                .or_insert_with(|| state.sources.get(&event.source).copied().unwrap_or(0));
-            *total += 1;
+            match sources.get_mut(&event.source) {
+                Some(total) => *total += 1,
+                None => {
+                    let before = state.sources.get(&event.source).copied().unwrap_or(0);
+                    sources.insert(event.source.clone(), before + 1);
+                }
+            }
             events.push(event);
         }
         if !events.is_empty() {

@@ -178,6 +178,11 @@ pub struct WindowEngine {
     latest: HashMap<String, u64>,
     /// The highest watermark reached.
     watermark: Option<u64>,
+    /// The earliest latest event time over sources (derived from `latest`).
+    slowest: Option<u64>,
+    /// No open window closes before this watermark (a lower bound, so
+    /// that `advance` need not look at every window after every event).
+    next_close: Option<u64>,
 }
 
 /// Checks a pipeline spec; `Err((field, reason))`.
@@ -239,28 +244,44 @@ pub fn validate(spec: &PipelineSpec) -> Result<(), (String, String)> {
 }
 
 /// A field path split for lookup: the top-level field and the path in `data`.
-fn lookup_path(path: &str) -> Option<(&str, Vec<&str>)> {
+fn lookup_path(path: &str) -> Option<(&str, Option<&str>)> {
     match path.split_once('.') {
-        None if matches!(path, "source" | "event_type" | "timestamp_ms") => Some((path, vec![])),
-        Some(("data", rest)) if !rest.is_empty() => Some(("data", rest.split('.').collect())),
+        None if matches!(path, "source" | "event_type" | "timestamp_ms") => Some((path, None)),
+        Some(("data", rest)) if !rest.is_empty() => Some(("data", Some(rest))),
         _ => None,
     }
 }
 
-/// The value at `path` in `event`.
-fn value_at(event: &Event, path: &str) -> Option<Value> {
-    let (top, rest) = lookup_path(path)?;
-    match top {
-        "source" => Some(Value::String(event.source.clone())),
-        "event_type" => Some(Value::String(event.event_type.clone())),
-        "timestamp_ms" => Some(Value::from(event.timestamp_ms)),
-        _ => {
-            let mut at = event.data.get(*rest.first()?)?;
-            for step in &rest[1..] {
+/// A field of an event: its text or a JSON value in `data`.
+enum Field<'e> {
+    Text(&'e str),
+    Number(u64),
+    Json(&'e Value),
+}
+
+/// The value at `path` in `event`, borrowed (this runs for every event
+/// and aggregate).
+fn value_at<'e>(event: &'e Event, path: &str) -> Option<Field<'e>> {
+    match lookup_path(path)? {
+        ("source", _) => Some(Field::Text(&event.source)),
+        ("event_type", _) => Some(Field::Text(&event.event_type)),
+        ("timestamp_ms", _) => Some(Field::Number(event.timestamp_ms)),
+        (_, rest) => {
+            let mut steps = rest?.split('.');
+            let mut at = event.data.get(steps.next()?)?;
+            for step in steps {
                 at = at.get(step)?;
             }
-            Some(at.clone())
+            Some(Field::Json(at))
         }
+    }
+}
+
+fn number_at(event: &Event, path: &str) -> Option<f64> {
+    match value_at(event, path)? {
+        Field::Number(n) => Some(n as f64),
+        Field::Json(v) => v.as_f64(),
+        Field::Text(_) => None,
     }
 }
 
@@ -268,9 +289,11 @@ fn key_of(event: &Event, key_by: Option<&str>) -> Option<String> {
     match key_by {
         None => Some(String::new()),
         Some(path) => match value_at(event, path)? {
-            Value::String(s) => Some(s),
-            Value::Null => None,
-            other => Some(other.to_string()),
+            Field::Text(s) => Some(s.to_owned()),
+            Field::Number(n) => Some(n.to_string()),
+            Field::Json(Value::String(s)) => Some(s.clone()),
+            Field::Json(Value::Null) => None,
+            Field::Json(other) => Some(other.to_string()),
         },
     }
 }
@@ -283,6 +306,8 @@ impl WindowEngine {
             open: BTreeMap::new(),
             latest: HashMap::new(),
             watermark: None,
+            slowest: None,
+            next_close: None,
         }
     }
 
@@ -325,6 +350,7 @@ impl WindowEngine {
 
     /// An engine resumed from a checkpoint of the same spec.
     pub fn resume(spec: PipelineSpec, state: EngineState) -> Self {
+        let latest: HashMap<String, u64> = state.latest.into_iter().collect();
         Self {
             spec,
             open: state
@@ -332,8 +358,10 @@ impl WindowEngine {
                 .into_iter()
                 .map(|(key, start, w)| ((key, start), w))
                 .collect(),
-            latest: state.latest.into_iter().collect(),
+            slowest: latest.values().min().copied(),
+            latest,
             watermark: state.watermark,
+            next_close: Some(0),
         }
     }
 
@@ -373,7 +401,7 @@ impl WindowEngine {
             .iter()
             .map(|a| match (&a.op, &a.field) {
                 (AggregateOp::Count, _) | (_, None) => None,
-                (_, Some(field)) => value_at(event, field).and_then(|v| v.as_f64()),
+                (_, Some(field)) => number_at(event, field),
             })
             .collect()
     }
@@ -389,14 +417,29 @@ impl WindowEngine {
             return Offered::Filtered;
         }
         let outcome = self.add(event);
-        let latest = self.latest.entry(event.source.clone()).or_insert(0);
-        *latest = (*latest).max(event.timestamp_ms);
-        let slowest = self
-            .latest
-            .values()
-            .min()
+        let t = event.timestamp_ms;
+        let before = match self.latest.get_mut(&event.source) {
+            Some(latest) => {
+                let before = *latest;
+                *latest = before.max(t);
+                Some(before)
+            }
+            None => {
+                self.latest.insert(event.source.clone(), t);
+                None
+            }
+        };
+        self.slowest = match (before, self.slowest) {
+            // A new source may be the slowest now.
+            (None, slowest) => Some(slowest.map_or(t, |s| s.min(t))),
+            // The slowest source moved on: find the new slowest.
+            (Some(b), Some(s)) if b == s && t > b => self.latest.values().min().copied(),
+            (_, slowest) => slowest,
+        };
+        let watermark = self
+            .slowest
             .map(|t| t.saturating_sub(self.spec.watermark_delay_ms));
-        self.watermark = self.watermark.max(slowest);
+        self.watermark = self.watermark.max(watermark);
         outcome
     }
 
@@ -405,30 +448,40 @@ impl WindowEngine {
             return Offered::NoKey;
         };
         let t = event.timestamp_ms;
-        let windows: Vec<(u64, u64)> = self
-            .windows_of(t)
-            .into_iter()
-            .filter(|(_, end)| !self.closed(*end))
-            .collect();
+        let mut windows = self.windows_of(t);
+        windows.retain(|(_, end)| !self.closed(*end));
         if windows.is_empty() {
             return Offered::Late;
         }
         let values = self.values(event);
+        let lateness = self.spec.allowed_lateness_ms;
+        // The key is cloned only for a window that is new.
+        let mut probe = (key, 0);
         for (start, end) in windows {
             let (start, end) = if matches!(self.spec.window, WindowSpec::Session { .. }) {
-                self.merge_sessions(&key, start, end)
+                self.merge_sessions(&probe.0, start, end)
             } else {
                 (start, end)
             };
-            let aggregates = &self.spec.aggregates;
-            let window = self
-                .open
-                .entry((key.clone(), start))
-                .or_insert_with(|| Window {
+            probe.1 = start;
+            let close = end.saturating_add(lateness);
+            self.next_close = Some(self.next_close.map_or(close, |c| c.min(close)));
+            if !self.open.contains_key(&probe) {
+                let window = Window {
                     end,
                     events: 0,
-                    accs: aggregates.iter().map(|a| Acc::for_op(a.op)).collect(),
-                });
+                    accs: self
+                        .spec
+                        .aggregates
+                        .iter()
+                        .map(|a| Acc::for_op(a.op))
+                        .collect(),
+                };
+                self.open.insert(probe.clone(), window);
+            }
+            let Some(window) = self.open.get_mut(&probe) else {
+                continue;
+            };
             window.end = window.end.max(end);
             window.events += 1;
             for (acc, value) in window.accs.iter_mut().zip(&values) {
@@ -480,6 +533,9 @@ impl WindowEngine {
         let Some(watermark) = self.watermark() else {
             return Vec::new();
         };
+        if self.next_close.is_none_or(|close| watermark < close) {
+            return Vec::new();
+        }
         let lateness = self.spec.allowed_lateness_ms;
         let done: Vec<(String, u64)> = self
             .open
@@ -487,6 +543,12 @@ impl WindowEngine {
             .filter(|(_, w)| w.end.saturating_add(lateness) <= watermark)
             .map(|(k, _)| k.clone())
             .collect();
+        self.next_close = self
+            .open
+            .values()
+            .map(|w| w.end.saturating_add(lateness))
+            .filter(|close| *close > watermark)
+            .min();
         let mut results: Vec<WindowResult> = done
             .into_iter()
             .filter_map(|(key, start)| {

@@ -470,7 +470,7 @@ pub fn events(args: &BenchEventsArgs, log_format: LogFormat) -> anyhow::Result<E
         Output::Json => println!("{}", serde_json::to_string_pretty(&report)?),
         Output::Table => println!(
             "events: {} in one NDJSON request ({:.1} MiB) to one node\n\
-             ingested: {:>9.0} events/s  ({:.1} MiB/s, {:.2} s, in the sled event log, flushed)\n\
+             ingested: {:>9.0} events/s  ({:.1} MiB/s, {:.2} s, in the event log, flushed)\n\
              windowed: {:>9.0} events/s  ({:.2} s until a 1 s tumbling pipeline covered them all)\n\
              peak RSS: {:.1} MiB",
             report.events,

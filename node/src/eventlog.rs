@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde::{Deserialize, Serialize};
-use troupe_actors::store::{page_of, EventFilter, EventStore, StoreError};
+use troupe_actors::store::{EventFilter, EventStore, StoreError};
 use troupe_protocol::Event;
 
 use ids::IdIndex;
@@ -338,21 +338,34 @@ impl EventStore for EventLog {
         filter: &EventFilter,
         limit: usize,
     ) -> Result<(Vec<Event>, Option<u64>), StoreError> {
+        // Frame by frame; whether more follow is known from the frame index,
+        // without decoding a frame past the page.
+        let mut page = Vec::new();
         let mut cursor = after;
-        let frames = std::iter::from_fn(|| {
-            let (file, path, frame) = self.lock().frame_after(cursor)?;
+        loop {
+            // Bound first: the guard must not live through the loop body.
+            let next = self.lock().frame_after(cursor);
+            let Some((file, path, frame)) = next else {
+                break;
+            };
+            let events = read_frame(&file, &path, frame).map_err(unavailable)?;
+            for event in events {
+                if event.offset <= after || !filter.admits(&event) {
+                    continue;
+                }
+                if page.len() == limit {
+                    let next = page.last().map(|e: &Event| e.offset);
+                    return Ok((page, next));
+                }
+                page.push(event);
+            }
             cursor = frame.last;
-            Some(read_frame(&file, &path, frame).map_err(unavailable))
-        });
-        let events = frames.flat_map(|frame| match frame {
-            Ok(events) => events.into_iter().map(Ok).collect::<Vec<_>>(),
-            Err(e) => vec![Err(e)],
-        });
-        let wanted = events.filter(|e| {
-            e.as_ref()
-                .map_or(true, |e| e.offset > after && filter.admits(e))
-        });
-        page_of(wanted, limit, |e| e.offset)
+            if page.len() == limit {
+                let more = self.lock().frame_after(cursor).is_some();
+                return Ok((page, if more { Some(cursor) } else { None }));
+            }
+        }
+        Ok((page, None))
     }
 }
 
@@ -398,6 +411,13 @@ mod tests {
         );
         assert!(log.contains("id-4").expect("contains"));
         assert!(!log.contains("id-6").expect("contains"));
+        // A page ending where a frame ends knows more follow without
+        // reading on.
+        let (page, cursor) = log.page(0, &EventFilter::default(), 3).expect("page");
+        assert_eq!(page.iter().map(|e| e.offset).collect::<Vec<_>>(), [1, 2, 3]);
+        assert_eq!(cursor, Some(3));
+        let (page, cursor) = log.page(3, &EventFilter::default(), 2).expect("page");
+        assert_eq!((page.len(), cursor), (2, None));
         let (page, cursor) = log.page(1, &EventFilter::default(), 3).expect("page");
         assert_eq!(page.iter().map(|e| e.offset).collect::<Vec<_>>(), [2, 3, 4]);
         assert_eq!(cursor, Some(4));

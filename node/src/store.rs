@@ -14,6 +14,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
 
+use crate::eventlog::segments::FrameError;
 use crate::eventlog::{EventLog, LogError};
 use troupe_actors::store::{
     page_of, paginate, EventStore, Inserted, ResultFilter, ScheduleStore, Storage, StoreError,
@@ -67,7 +68,7 @@ fn unavailable(err: impl std::fmt::Display) -> StoreError {
 impl SledStorage {
     /// Opens (or creates) the store under `data_dir/store`.
     pub fn open(data_dir: &Path) -> Result<Self, OpenError> {
-        let events = Arc::new(EventLog::open(&data_dir.join("events"))?);
+        let events = Arc::new(open_events(data_dir)?);
         let dir = data_dir.join("store");
         // Throughput over disk space: sled rewrites segments less eagerly.
         let open = |dir: &Path| {
@@ -86,10 +87,7 @@ impl SledStorage {
                 | sled::Error::Unsupported(_)
                 | sled::Error::ReportableBug(_),
             ) => {
-                let stamp = SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .map_or(0, |d| d.as_secs());
-                let aside = data_dir.join(format!("store.corrupt-{stamp}"));
+                let aside = data_dir.join(format!("store.corrupt-{}", stamp()));
                 std::fs::rename(&dir, &aside).map_err(|source| OpenError::MoveAside {
                     dir: dir.clone(),
                     source,
@@ -106,6 +104,31 @@ impl SledStorage {
     /// Writes everything buffered to disk (shutdown).
     pub fn flush(&self) -> Result<usize, StoreError> {
         self.db.flush().map_err(unavailable)
+    }
+}
+
+fn stamp() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Opens the event log; one whose files cannot be read as a log (a damaged
+/// closed segment, a foreign manifest) is moved aside like a corrupt sled
+/// store. I/O errors are not that, and move nothing.
+fn open_events(data_dir: &Path) -> Result<EventLog, OpenError> {
+    let dir = data_dir.join("events");
+    match EventLog::open(&dir) {
+        Err(e @ (LogError::Frame(FrameError::Corrupt { .. }) | LogError::Manifest { .. })) => {
+            let aside = data_dir.join(format!("events.corrupt-{}", stamp()));
+            std::fs::rename(&dir, &aside).map_err(|source| OpenError::MoveAside {
+                dir: dir.clone(),
+                source,
+            })?;
+            tracing::error!(error = %e, moved_to = %aside.display(), "event log was corrupt; starting empty");
+            Ok(EventLog::open(&dir)?)
+        }
+        other => Ok(other?),
     }
 }
 
@@ -539,6 +562,27 @@ mod tests {
         }
         std::fs::write(dir.path().join("store").join("conf"), b"\xff\xfe garbage").expect("write");
         assert_moved_aside_and_empty(dir.path());
+    }
+
+    #[test]
+    fn an_unreadable_event_log_is_moved_aside_and_the_log_starts_empty() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(dir.path().join("events")).expect("dir");
+        std::fs::write(
+            dir.path().join("events").join("manifest.json"),
+            b"{ not a manifest",
+        )
+        .expect("write");
+        let storage = SledStorage::open(dir.path()).expect("open");
+        let (last, sources) = storage.events().expect("log").tail().expect("tail");
+        assert_eq!((last, sources.len()), (0, 0));
+        assert!(std::fs::read_dir(dir.path())
+            .expect("list")
+            .filter_map(Result::ok)
+            .any(|e| e
+                .file_name()
+                .to_string_lossy()
+                .starts_with("events.corrupt-")));
     }
 
     #[test]

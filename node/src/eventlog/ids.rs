@@ -343,7 +343,13 @@ impl IdIndex {
         let mut merged = Vec::new();
         let mut level = 0;
         while self.levels.get(level).is_some_and(|l| l.len() >= FAN_IN) {
-            let runs = std::mem::take(&mut self.levels[level]);
+            let mut runs = std::mem::take(&mut self.levels[level]);
+            // Only their hashes are read from here on: free the filters
+            // before the merged run's is built.
+            for run in &mut runs {
+                run.bloom = Bloom { blocks: Vec::new() };
+                run.sparse = Vec::new();
+            }
             let capacity = runs.iter().map(|r| r.count as usize).sum();
             let inputs = runs
                 .iter()
