@@ -98,7 +98,7 @@ impl Ingestor {
             events.push(event);
         }
         if !events.is_empty() {
-            state.log.append(&events, &sources)?;
+            state.log.append(events.into(), &sources)?;
             reply.offsets = Some((state.last_offset + 1, offset));
             state.last_offset = offset;
             state.sources.extend(sources);

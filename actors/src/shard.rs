@@ -20,7 +20,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde::{Deserialize, Serialize};
 use troupe_protocol::{Event, PipelineSpec};
 
-use crate::store::{EventFilter, EventStore, Storage, WindowStore};
+use crate::store::{EventStore, Storage, WindowStore};
 use crate::windows::{EngineState, Offered, WindowEngine};
 
 /// How often a shard looks for new events.
@@ -194,14 +194,16 @@ impl WindowShard {
             else {
                 return Ok(false);
             };
-            let (events, more) = state.log.page(from, &EventFilter::default(), PAGE)?;
-            let Some(last) = events.last().map(|e| e.offset) else {
+            let batches = state.log.read(from, PAGE)?;
+            let Some(last) = batches.last().and_then(|b| b.last()).map(|e| e.offset) else {
                 return Ok(false);
             };
+            let read: usize = batches.iter().map(|b| b.len()).sum();
             let mut results = Vec::new();
             let mut late: Vec<(String, Event)> = Vec::new();
             for pipeline in state.pipelines.iter_mut().filter(|p| p.running) {
-                for event in events.iter().filter(|e| e.offset > pipeline.offset) {
+                let events = batches.iter().flat_map(|b| b.iter());
+                for event in events.filter(|e| e.offset > pipeline.offset) {
                     match pipeline.engine.offer(event) {
                         Offered::Added => pipeline.counters.added += 1,
                         Offered::Late => {
@@ -220,7 +222,7 @@ impl WindowShard {
             self.commit(state, &results, &late)?;
             metrics::counter!("troupe_windows_emitted_total").increment(results.len() as u64);
             metrics::counter!("troupe_events_late_total").increment(late.len() as u64);
-            if more.is_none() {
+            if read < PAGE {
                 return Ok(false);
             }
         }

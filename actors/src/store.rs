@@ -102,7 +102,11 @@ pub trait EventStore: Send + Sync {
     fn contains(&self, event_id: &str) -> Result<bool, StoreError>;
     /// Writes `events` (offsets assigned) and the new counts of the sources
     /// they touch, all or nothing. Not durable until [`EventStore::flush`].
-    fn append(&self, events: &[Event], sources: &BTreeMap<String, u64>) -> Result<(), StoreError>;
+    fn append(
+        &self,
+        events: Arc<[Event]>,
+        sources: &BTreeMap<String, u64>,
+    ) -> Result<(), StoreError>;
     /// Makes everything appended so far durable.
     fn flush(&self) -> Result<(), StoreError>;
     /// Deletes every event older (by event time) than `cutoff_ms`, with its
@@ -117,6 +121,19 @@ pub trait EventStore: Send + Sync {
         filter: &EventFilter,
         limit: usize,
     ) -> Result<(Vec<Event>, Option<u64>), StoreError>;
+    /// Events after offset `after` in batches as they were appended, at
+    /// least `min` of them unless the log ends first; the first batch may
+    /// also hold events at or before `after`. For window shards: a log may
+    /// keep its newest batches in memory, shared with the writer, so a
+    /// reader that keeps up decodes nothing.
+    fn read(&self, after: u64, min: usize) -> Result<Vec<Arc<[Event]>>, StoreError> {
+        let (events, _) = self.page(after, &EventFilter::default(), min)?;
+        Ok(if events.is_empty() {
+            Vec::new()
+        } else {
+            vec![events.into()]
+        })
+    }
 }
 
 /// Which window results a page holds.
@@ -359,9 +376,13 @@ impl EventStore for MemoryEvents {
         Ok(log.0.iter().any(|e| e.event_id == event_id))
     }
 
-    fn append(&self, events: &[Event], sources: &BTreeMap<String, u64>) -> Result<(), StoreError> {
+    fn append(
+        &self,
+        events: Arc<[Event]>,
+        sources: &BTreeMap<String, u64>,
+    ) -> Result<(), StoreError> {
         let mut log = locked(&self.0)?;
-        log.0.extend_from_slice(events);
+        log.0.extend_from_slice(&events);
         log.2 = events.last().map_or(log.2, |e| e.offset);
         log.1.extend(sources.iter().map(|(k, v)| (k.clone(), *v)));
         Ok(())

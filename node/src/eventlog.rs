@@ -19,7 +19,7 @@
 pub mod ids;
 pub mod segments;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -31,6 +31,8 @@ use ids::IdIndex;
 use segments::{encode, read_frame, FrameError, FrameInfo, Segment, SEGMENT_BYTES};
 
 const MANIFEST: &str = "manifest.json";
+/// Batches kept in memory for readers (up to a few MiB).
+const RECENT: usize = 4;
 
 /// Why the event log could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -84,6 +86,9 @@ struct Inner {
     floor: u64,
     /// Reused encoding buffer.
     frame: Vec<u8>,
+    /// The newest batches as appended, oldest first: window shards that
+    /// keep up read these instead of decoding frames.
+    recent: VecDeque<Arc<[Event]>>,
 }
 
 fn unavailable(err: impl std::fmt::Display) -> StoreError {
@@ -194,6 +199,7 @@ impl EventLog {
             covered: manifest.covered,
             floor: manifest.floor,
             frame: Vec::new(),
+            recent: VecDeque::new(),
         };
         // Replay what the manifest does not cover.
         let mut cursor = inner.covered;
@@ -231,13 +237,17 @@ impl EventStore for EventLog {
             .map_err(unavailable)
     }
 
-    fn append(&self, events: &[Event], sources: &BTreeMap<String, u64>) -> Result<(), StoreError> {
+    fn append(
+        &self,
+        events: Arc<[Event]>,
+        sources: &BTreeMap<String, u64>,
+    ) -> Result<(), StoreError> {
         let (Some(first), Some(last)) = (events.first(), events.last()) else {
             return Ok(());
         };
         let mut inner = self.lock();
         let inner = &mut *inner;
-        encode(events, &mut inner.frame).map_err(unavailable)?;
+        encode(&events, &mut inner.frame).map_err(unavailable)?;
         let full = inner.segments.last().is_none_or(|s| s.len >= SEGMENT_BYTES);
         if full {
             if let Some(closing) = inner.segments.last() {
@@ -254,7 +264,7 @@ impl EventStore for EventLog {
             .append(&inner.frame, first.offset, last.offset)
             .map_err(unavailable)?;
         let mut persist = false;
-        for event in events {
+        for event in events.iter() {
             persist |= inner.ids.insert(ids::hash(&event.event_id));
         }
         inner
@@ -263,6 +273,10 @@ impl EventStore for EventLog {
         if persist {
             inner.persist(&self.dir, last.offset)?;
         }
+        if inner.recent.len() == RECENT {
+            inner.recent.pop_front();
+        }
+        inner.recent.push_back(Arc::clone(&events));
         Ok(())
     }
 
@@ -278,6 +292,7 @@ impl EventStore for EventLog {
         let mut inner = self.lock();
         let inner = &mut *inner;
         let last = inner.last_offset();
+        inner.recent.clear();
         let mut removed = 0u64;
         let mut i = 0;
         while i < inner.segments.len() {
@@ -330,6 +345,39 @@ impl EventStore for EventLog {
         inner.persist(&self.dir, last)?;
         inner.ids.remove_merged(&old).map_err(unavailable)?;
         Ok(removed)
+    }
+
+    fn read(&self, after: u64, min: usize) -> Result<Vec<Arc<[Event]>>, StoreError> {
+        let mut batches = Vec::new();
+        let mut cursor = after;
+        let mut read = 0;
+        while read < min {
+            let next = {
+                let inner = self.lock();
+                let cached = inner.recent.iter().find(|b| {
+                    let (first, last) = (b[0].offset, b[b.len() - 1].offset);
+                    first <= cursor + 1 && cursor < last
+                });
+                match cached {
+                    Some(batch) => Ok(Arc::clone(batch)),
+                    None => Err(inner.frame_after(cursor)),
+                }
+            };
+            let batch: Arc<[Event]> = match next {
+                Ok(batch) => batch,
+                Err(None) => break,
+                Err(Some((file, path, frame))) => {
+                    read_frame(&file, &path, frame).map_err(unavailable)?.into()
+                }
+            };
+            let Some(last) = batch.last().map(|e| e.offset) else {
+                break;
+            };
+            read += batch.iter().filter(|e| e.offset > cursor).count();
+            cursor = last;
+            batches.push(batch);
+        }
+        Ok(batches)
     }
 
     fn page(
@@ -394,7 +442,7 @@ mod tests {
         for e in events {
             *counts.entry(e.source.clone()).or_default() += 1;
         }
-        log.append(events, &counts).expect("append");
+        log.append(events.to_vec().into(), &counts).expect("append");
     }
 
     #[test]
@@ -442,6 +490,40 @@ mod tests {
                 .map(|o| event(o, if o <= 3 { "a" } else { "b" }, o * 10))
                 .collect::<Vec<_>>()
         );
+    }
+
+    #[test]
+    fn readers_get_the_same_batches_from_memory_and_from_disk() {
+        let dir = tempfile::tempdir().expect("dir");
+        let log = EventLog::open(dir.path()).expect("open");
+        for first in (1..=30).step_by(3) {
+            append(
+                &log,
+                &(first..first + 3)
+                    .map(|o| event(o, "a", o))
+                    .collect::<Vec<_>>(),
+            );
+        }
+        let offsets = |batches: Vec<Arc<[Event]>>| -> Vec<u64> {
+            batches
+                .iter()
+                .flat_map(|b| b.iter().map(|e| e.offset))
+                .collect()
+        };
+        // The newest batches are in memory; older ones come from disk.
+        let memory = log.read(20, 4).expect("read");
+        assert!(Arc::ptr_eq(&memory[0], &log.lock().recent[0]));
+        assert_eq!(offsets(memory), (19..=24).collect::<Vec<_>>());
+        let all = offsets(log.read(0, 100).expect("read"));
+        assert_eq!(all, (1..=30).collect::<Vec<_>>());
+        drop(log);
+        let log = EventLog::open(dir.path()).expect("reopen");
+        assert_eq!(offsets(log.read(0, 100).expect("read")), all);
+        assert_eq!(
+            offsets(log.read(20, 4).expect("read")),
+            (19..=24).collect::<Vec<_>>()
+        );
+        assert!(log.read(30, 10).expect("read").is_empty());
     }
 
     #[test]

@@ -256,8 +256,19 @@ impl Segment {
 
 /// Reads one frame's events.
 pub fn read_frame(file: &File, path: &Path, frame: FrameInfo) -> Result<Vec<Event>, FrameError> {
-    let mut bytes = vec![0u8; frame.len as usize];
-    file.read_exact_at(&mut bytes, frame.at)?;
+    thread_local! {
+        /// A frame's bytes, reused: a fresh buffer of a few hundred KiB
+        /// per frame read was an mmap, page faults and munmap each time.
+        static BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    BUFFER.with_borrow_mut(|bytes| {
+        bytes.resize(frame.len as usize, 0);
+        file.read_exact_at(bytes, frame.at)?;
+        check_and_decode(bytes, path, frame)
+    })
+}
+
+fn check_and_decode(bytes: &[u8], path: &Path, frame: FrameInfo) -> Result<Vec<Event>, FrameError> {
     let corrupt = |reason: &str| FrameError::Corrupt {
         path: path.display().to_string(),
         at: frame.at,
