@@ -68,10 +68,21 @@ impl Ingestor {
         let mut repeated = vec![false; batch.len()];
         {
             let mut seen: HashSet<&str> = HashSet::with_capacity(batch.len());
+            let mut ask = Vec::with_capacity(batch.len());
             for (i, admitted) in batch.iter().enumerate() {
                 let id = admitted.event.event_id.as_str();
-                repeated[i] =
-                    !admitted.id_assigned && (!seen.insert(id) || state.log.contains(id)?);
+                if admitted.id_assigned {
+                    continue;
+                }
+                if seen.insert(id) {
+                    ask.push((i, id));
+                } else {
+                    repeated[i] = true;
+                }
+            }
+            let ids: Vec<&str> = ask.iter().map(|(_, id)| *id).collect();
+            for ((i, _), known) in ask.iter().zip(state.log.known(&ids)?) {
+                repeated[*i] = known;
             }
         }
         let mut events = Vec::with_capacity(batch.len());

@@ -98,8 +98,9 @@ impl EventFilter {
 pub trait EventStore: Send + Sync {
     /// The last offset written (0 for an empty log) and the per-source counts.
     fn tail(&self) -> Result<(u64, BTreeMap<String, u64>), StoreError>;
-    /// Whether an event with this id is in the log.
-    fn contains(&self, event_id: &str) -> Result<bool, StoreError>;
+    /// Which of these ids the log holds (one call per batch: the log may
+    /// be shared with readers, and a lock per id was contended).
+    fn known(&self, event_ids: &[&str]) -> Result<Vec<bool>, StoreError>;
     /// Writes `events` (offsets assigned) and the new counts of the sources
     /// they touch, all or nothing. Not durable until [`EventStore::flush`].
     fn append(
@@ -371,9 +372,12 @@ impl EventStore for MemoryEvents {
         Ok((log.2, log.1.clone()))
     }
 
-    fn contains(&self, event_id: &str) -> Result<bool, StoreError> {
+    fn known(&self, event_ids: &[&str]) -> Result<Vec<bool>, StoreError> {
         let log = locked(&self.0)?;
-        Ok(log.0.iter().any(|e| e.event_id == event_id))
+        Ok(event_ids
+            .iter()
+            .map(|id| log.0.iter().any(|e| e.event_id == *id))
+            .collect())
     }
 
     fn append(

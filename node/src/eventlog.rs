@@ -230,11 +230,13 @@ impl EventStore for EventLog {
         Ok((inner.last_offset(), inner.sources.clone()))
     }
 
-    fn contains(&self, event_id: &str) -> Result<bool, StoreError> {
-        self.lock()
-            .ids
-            .contains(ids::hash(event_id))
-            .map_err(unavailable)
+    fn known(&self, event_ids: &[&str]) -> Result<Vec<bool>, StoreError> {
+        let hashes: Vec<u128> = event_ids.iter().map(|id| ids::hash(id)).collect();
+        let inner = self.lock();
+        hashes
+            .into_iter()
+            .map(|h| inner.ids.contains(h).map_err(unavailable))
+            .collect()
     }
 
     fn append(
@@ -245,8 +247,8 @@ impl EventStore for EventLog {
         let (Some(first), Some(last)) = (events.first(), events.last()) else {
             return Ok(());
         };
-        let mut inner = self.lock();
-        let inner = &mut *inner;
+        let mut guard = self.lock();
+        let inner = &mut *guard;
         encode(&events, &mut inner.frame).map_err(unavailable)?;
         let full = inner.segments.last().is_none_or(|s| s.len >= SEGMENT_BYTES);
         if full {
@@ -273,10 +275,15 @@ impl EventStore for EventLog {
         if persist {
             inner.persist(&self.dir, last.offset)?;
         }
-        if inner.recent.len() == RECENT {
-            inner.recent.pop_front();
-        }
+        let retired = if inner.recent.len() == RECENT {
+            inner.recent.pop_front()
+        } else {
+            None
+        };
         inner.recent.push_back(Arc::clone(&events));
+        // Freeing a batch's events is not done holding the log.
+        drop(guard);
+        drop(retired);
         Ok(())
     }
 
@@ -445,6 +452,10 @@ mod tests {
         log.append(events.to_vec().into(), &counts).expect("append");
     }
 
+    fn has(log: &EventLog, id: &str) -> bool {
+        log.known(&[id]).expect("known")[0]
+    }
+
     #[test]
     fn appends_pages_and_reopens_with_ids_counts_and_offsets() {
         let dir = tempfile::tempdir().expect("dir");
@@ -457,8 +468,8 @@ mod tests {
             &log,
             &(4..=5).map(|o| event(o, "b", o * 10)).collect::<Vec<_>>(),
         );
-        assert!(log.contains("id-4").expect("contains"));
-        assert!(!log.contains("id-6").expect("contains"));
+        assert!(has(&log, "id-4"));
+        assert!(!has(&log, "id-6"));
         // A page ending where a frame ends knows more follow without
         // reading on.
         let (page, cursor) = log.page(0, &EventFilter::default(), 3).expect("page");
@@ -483,7 +494,7 @@ mod tests {
         let (last, counts) = log.tail().expect("tail");
         assert_eq!(last, 5);
         assert_eq!(counts, BTreeMap::from([("a".into(), 3), ("b".into(), 2)]));
-        assert!(log.contains("id-2").expect("contains"));
+        assert!(has(&log, "id-2"));
         assert_eq!(
             log.page(0, &EventFilter::default(), 10).expect("page").0,
             (1..=5)
@@ -537,8 +548,8 @@ mod tests {
         append(&log, &[event(5, "b", 15), event(6, "a", 60)]);
         // Older than 35 ms of event time: offsets 1, 2, 3 and 5.
         assert_eq!(log.retain(35).expect("retain"), 4);
-        assert!(!log.contains("id-1").expect("contains"));
-        assert!(log.contains("id-6").expect("contains"));
+        assert!(!has(&log, "id-1"));
+        assert!(has(&log, "id-6"));
         let (page, _) = log.page(0, &EventFilter::default(), 10).expect("page");
         assert_eq!(page.iter().map(|e| e.offset).collect::<Vec<_>>(), [4, 6]);
         assert_eq!(
