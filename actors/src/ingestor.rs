@@ -14,6 +14,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use troupe_protocol::{EventPage, IngestReply, IngestStats};
 
 use crate::ingest::Admitted;
+use crate::shard::LiveWatermarks;
 use crate::store::{EventFilter, EventStore, Storage, StoreError};
 
 /// Messages of the ingestor.
@@ -46,6 +47,8 @@ crate::fault_injection!(IngestorMsg);
 pub struct Ingestor {
     /// Where the event log lives.
     pub storage: Arc<dyn Storage>,
+    /// The pipelines' watermarks, to count events late on arrival.
+    pub watermarks: Arc<LiveWatermarks>,
 }
 
 /// The ingestor's state: the log and what it knows of its tail.
@@ -61,7 +64,11 @@ fn count(outcome: &'static str, n: u64) {
 }
 
 impl Ingestor {
-    fn append(state: &mut IngestorState, batch: Vec<Admitted>) -> Result<IngestReply, StoreError> {
+    fn append(
+        state: &mut IngestorState,
+        watermarks: &LiveWatermarks,
+        batch: Vec<Admitted>,
+    ) -> Result<IngestReply, StoreError> {
         let mut reply = IngestReply::default();
         // Which of the batch are repeats, of the log or of an earlier one
         // in the batch; a generated id is new by construction.
@@ -109,6 +116,7 @@ impl Ingestor {
             events.push(event);
         }
         if !events.is_empty() {
+            reply.late = watermarks.count_late(&events);
             state.log.append(events.into(), &sources)?;
             reply.offsets = Some((state.last_offset + 1, offset));
             state.last_offset = offset;
@@ -149,7 +157,7 @@ impl Actor for Ingestor {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             IngestorMsg::Append(batch, reply) => {
-                let _ = reply.send(Self::append(state, batch));
+                let _ = reply.send(Self::append(state, &self.watermarks, batch));
             }
             IngestorMsg::Retain(cutoff, reply) => {
                 let removed = state.log.retain(cutoff).and_then(|removed| {
@@ -208,6 +216,7 @@ mod tests {
             None,
             Ingestor {
                 storage: Arc::clone(&storage),
+                watermarks: Arc::default(),
             },
             (),
         )
@@ -252,9 +261,16 @@ mod tests {
         handle.await.expect("stopped");
 
         // A new incarnation picks up the tail and the counts.
-        let (actor, _) = Actor::spawn(None, Ingestor { storage }, ())
-            .await
-            .expect("spawn");
+        let (actor, _) = Actor::spawn(
+            None,
+            Ingestor {
+                storage,
+                watermarks: Arc::default(),
+            },
+            (),
+        )
+        .await
+        .expect("spawn");
         let third = actor
             .call(
                 |r| IngestorMsg::Append(vec![event(Some("a"), "s1"), event(Some("c"), "s2")], r),

@@ -13,7 +13,7 @@
 //! once with exactly the values of an uninterrupted run.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use troupe_protocol::{Event, PipelineSpec};
 
 use crate::store::{EventStore, Storage, WindowStore};
-use crate::windows::{EngineState, Offered, WindowEngine};
+use crate::windows::{is_late, EngineState, Offered, WindowEngine};
 
 /// How often a shard looks for new events.
 const TICK: Duration = Duration::from_millis(50);
@@ -128,6 +128,45 @@ pub fn shard_of(pipeline: &str, shards: usize) -> usize {
     (hash % shards.max(1) as u64) as usize
 }
 
+/// Running pipelines' watermarks as their shards last committed them, so
+/// that ingestion can say how many events arrive late already (a shard
+/// that has not caught up yet may still find more late).
+#[derive(Default)]
+pub struct LiveWatermarks(RwLock<BTreeMap<String, (PipelineSpec, Option<u64>)>>);
+
+impl LiveWatermarks {
+    fn publish(&self, pipelines: &[Pipeline]) {
+        let mut live = self.0.write().unwrap_or_else(|e| e.into_inner());
+        for p in pipelines {
+            let id = &p.engine.spec().id;
+            match (p.running, live.get_mut(id)) {
+                (false, _) => {
+                    live.remove(id);
+                }
+                (true, Some(entry)) => entry.1 = p.engine.watermark(),
+                (true, None) => {
+                    live.insert(id.clone(), (p.engine.spec().clone(), p.engine.watermark()));
+                }
+            }
+        }
+    }
+
+    /// How many of `events` some running pipeline would find late now.
+    pub fn count_late(&self, events: &[Event]) -> u64 {
+        let live = self.0.read().unwrap_or_else(|e| e.into_inner());
+        if live.is_empty() {
+            return 0;
+        }
+        events
+            .iter()
+            .filter(|e| {
+                live.values()
+                    .any(|(spec, wm)| is_late(spec, *wm, &e.event_type, e.timestamp_ms))
+            })
+            .count() as u64
+    }
+}
+
 /// The shard actor.
 #[derive(Clone)]
 pub struct WindowShard {
@@ -139,6 +178,8 @@ pub struct WindowShard {
     pub storage: Arc<dyn Storage>,
     /// Whether results also go to the outbox of an external sink.
     pub outbox: bool,
+    /// Where it publishes its pipelines' watermarks.
+    pub watermarks: Arc<LiveWatermarks>,
 }
 
 struct Pipeline {
@@ -179,6 +220,7 @@ impl WindowShard {
         state
             .store
             .commit(self.index, results, late, &bytes, self.outbox)?;
+        self.watermarks.publish(&state.pipelines);
         Ok(())
     }
 

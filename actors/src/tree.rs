@@ -32,7 +32,7 @@ use crate::membership::Membership;
 use crate::plugins::PluginRegistry;
 use crate::scheduler::{ClusterLink, Scheduler, MAX_TIMEOUT};
 use crate::schedules::{FireFn, Schedules};
-use crate::shard::{shard_of, WindowShard};
+use crate::shard::{shard_of, LiveWatermarks, WindowShard};
 use crate::sink::{ResultSink, SinkActor, SinkStatus};
 use crate::store::Storage;
 use crate::supervisor::{
@@ -147,8 +147,10 @@ fn node_children(config: &NodeTreeConfig, directory: &ActorDirectory) -> Vec<Chi
         live: config.cluster.live.clone(),
         fire: Arc::clone(&config.fire),
     };
+    let watermarks = Arc::new(LiveWatermarks::default());
     let ingestor = Ingestor {
         storage: Arc::clone(&config.storage),
+        watermarks: Arc::clone(&watermarks),
     };
     let mut ingest = vec![ChildSpec::worker("ingestor", ingestor, || ())];
     ingest.extend((0..config.shards).map(|k| {
@@ -162,6 +164,7 @@ fn node_children(config: &NodeTreeConfig, directory: &ActorDirectory) -> Vec<Chi
                 .collect(),
             storage: Arc::clone(&config.storage),
             outbox: config.sink.is_some(),
+            watermarks: Arc::clone(&watermarks),
         };
         ChildSpec::worker(format!("shard-{k}"), shard, || ())
     }));

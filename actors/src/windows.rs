@@ -298,6 +298,46 @@ fn key_of(event: &Event, key_by: Option<&str>) -> Option<String> {
     }
 }
 
+/// Windows (start, end) of `window` holding time `t`; for sessions, the
+/// session an event at `t` alone would open.
+fn windows_of(window: &WindowSpec, t: u64) -> Vec<(u64, u64)> {
+    match *window {
+        WindowSpec::Tumbling { size_ms } => {
+            let start = t - t % size_ms;
+            vec![(start, start + size_ms)]
+        }
+        WindowSpec::Sliding { size_ms, slide_ms } => {
+            let mut out = Vec::new();
+            let mut start = t - t % slide_ms;
+            loop {
+                if start + size_ms > t {
+                    out.push((start, start + size_ms));
+                }
+                if start < slide_ms || start + size_ms <= t {
+                    break;
+                }
+                start -= slide_ms;
+            }
+            out
+        }
+        WindowSpec::Session { gap_ms } => vec![(t, t.saturating_add(gap_ms))],
+    }
+}
+
+/// Whether an event of `event_type` at event time `t` is late for `spec`
+/// at `watermark`: every window it belongs to has closed.
+pub fn is_late(spec: &PipelineSpec, watermark: Option<u64>, event_type: &str, t: u64) -> bool {
+    let Some(watermark) = watermark else {
+        return false;
+    };
+    if spec.event_type.as_ref().is_some_and(|e| e != event_type) {
+        return false;
+    }
+    windows_of(&spec.window, t)
+        .iter()
+        .all(|(_, end)| end.saturating_add(spec.allowed_lateness_ms) <= watermark)
+}
+
 impl WindowEngine {
     /// An engine for a validated spec.
     pub fn new(spec: PipelineSpec) -> Self {
@@ -372,27 +412,7 @@ impl WindowEngine {
 
     /// Window starts (with ends) of non-session windows holding time `t`.
     fn windows_of(&self, t: u64) -> Vec<(u64, u64)> {
-        match self.spec.window {
-            WindowSpec::Tumbling { size_ms } => {
-                let start = t - t % size_ms;
-                vec![(start, start + size_ms)]
-            }
-            WindowSpec::Sliding { size_ms, slide_ms } => {
-                let mut out = Vec::new();
-                let mut start = t - t % slide_ms;
-                loop {
-                    if start + size_ms > t {
-                        out.push((start, start + size_ms));
-                    }
-                    if start < slide_ms || start + size_ms <= t {
-                        break;
-                    }
-                    start -= slide_ms;
-                }
-                out
-            }
-            WindowSpec::Session { gap_ms } => vec![(t, t.saturating_add(gap_ms))],
-        }
+        windows_of(&self.spec.window, t)
     }
 
     fn values(&self, event: &Event) -> Vec<Option<f64>> {
@@ -665,6 +685,33 @@ mod tests {
             results.extend(engine.advance());
         }
         (results, offered)
+    }
+
+    #[test]
+    fn an_event_is_late_only_when_every_window_it_belongs_to_has_closed() {
+        let tumbling = spec(WindowSpec::Tumbling { size_ms: 1000 }, 100, 0);
+        // Window [1000, 2000) closes at watermark 2100.
+        assert!(!is_late(&tumbling, Some(2099), "reading", 1500));
+        assert!(is_late(&tumbling, Some(2100), "reading", 1500));
+        assert!(!is_late(&tumbling, None, "reading", 1500));
+        assert!(
+            !is_late(&tumbling, Some(9000), "other", 1500),
+            "filtered out"
+        );
+        let sliding = spec(
+            WindowSpec::Sliding {
+                size_ms: 1000,
+                slide_ms: 500,
+            },
+            0,
+            0,
+        );
+        // 1200 is in [500, 1500) and [1000, 2000): late once both closed.
+        assert!(!is_late(&sliding, Some(1500), "reading", 1200));
+        assert!(is_late(&sliding, Some(2000), "reading", 1200));
+        let session = spec(WindowSpec::Session { gap_ms: 300 }, 0, 0);
+        assert!(!is_late(&session, Some(1299), "reading", 1000));
+        assert!(is_late(&session, Some(1300), "reading", 1000));
     }
 
     #[test]

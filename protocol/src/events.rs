@@ -61,6 +61,12 @@ pub struct IngestReply {
     pub accepted: u64,
     /// Events whose id the log already had (nothing written for them).
     pub duplicate: u64,
+    /// Accepted events already late for a running pipeline when they
+    /// arrived (past every window they belong to, by its watermark then;
+    /// kept at `/v1/pipelines/{id}/late`). A pipeline still catching up
+    /// may find more: its own count is in `/v1/pipelines`.
+    #[serde(default)]
+    pub late: u64,
     /// Accepted events that had no `event_id` and were given one.
     pub ids_assigned: u64,
     /// Accepted events that had no `timestamp`: their event time is their
@@ -76,6 +82,7 @@ impl IngestReply {
     pub fn absorb(&mut self, later: IngestReply) {
         self.accepted += later.accepted;
         self.duplicate += later.duplicate;
+        self.late += later.late;
         self.ids_assigned += later.ids_assigned;
         self.timestamps_assigned += later.timestamps_assigned;
         self.offsets = match (self.offsets, later.offsets) {

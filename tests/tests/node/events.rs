@@ -41,7 +41,7 @@ fn events_are_accepted_counted_and_deduplicated() {
     assert_eq!(reply.status, 202, "{}", reply.text);
     assert_eq!(
         reply.body,
-        json!({"accepted": 1, "duplicate": 0, "ids_assigned": 1, "timestamps_assigned": 1, "offsets": [1, 1]})
+        json!({"accepted": 1, "duplicate": 0, "late": 0, "ids_assigned": 1, "timestamps_assigned": 1, "offsets": [1, 1]})
     );
 
     // An array; a repeated id (within it, and of an earlier request) is a duplicate.

@@ -132,9 +132,20 @@ fn tumbling_windows_match_values_computed_independently_and_late_events_are_kept
     assert_results_match(&cluster, &events);
 
     // Now long past: late, counted and retrievable, and no window changes.
-    send(
+    let reply = send(
         &cluster,
-        &ndjson(&[("late-1".into(), "s1".into(), BASE + 20, 5)], "reading"),
+        &ndjson(
+            &[
+                ("late-1".into(), "s1".into(), BASE + 20, 5),
+                ("on-time".into(), "s1".into(), BASE + 100_500, 5),
+            ],
+            "reading",
+        ),
+    );
+    assert_eq!(
+        (&reply["accepted"], &reply["late"]),
+        (&json!(2), &json!(1)),
+        "the reply says which arrived late: {reply}"
     );
     wait_until(Duration::from_secs(10), "the late event counted", || {
         cluster.get("n1", "/v1/pipelines").body[0]["counters"]["late"] == 1
