@@ -20,6 +20,7 @@ pub mod ids;
 pub mod segments;
 
 use std::collections::{BTreeMap, VecDeque};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -149,12 +150,20 @@ impl Inner {
         std::fs::rename(&tmp, dir.join(MANIFEST)).map_err(unavailable)
     }
 
-    fn frames(&self, segment: usize) -> Result<Vec<Vec<Event>>, StoreError> {
-        let s = &self.segments[segment];
-        s.frames
-            .iter()
-            .map(|f| read_frame(&s.file, &s.path, *f).map_err(unavailable))
-            .collect()
+    /// Calls `f` with the events of each frame of segment `i`, one frame
+    /// in memory at a time.
+    fn each_frame(
+        &mut self,
+        i: usize,
+        mut f: impl FnMut(&mut Self, Vec<Event>) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        let segment = &self.segments[i];
+        let (file, path) = (Arc::clone(&segment.file), segment.path.clone());
+        for frame in segment.frames.clone() {
+            let events = read_frame(&file, &path, frame).map_err(unavailable)?;
+            f(self, events)?;
+        }
+        Ok(())
     }
 }
 
@@ -302,38 +311,44 @@ impl EventStore for EventLog {
         inner.recent.clear();
         let mut removed = 0u64;
         let mut i = 0;
+        // A frame at a time, so memory does not grow with the log.
         while i < inner.segments.len() {
-            let frames = inner.frames(i)?;
-            let before: usize = frames.iter().map(Vec::len).sum();
-            let kept: Vec<Vec<Event>> = frames
-                .into_iter()
-                .map(|f| {
-                    f.into_iter()
-                        .filter(|e| e.timestamp_ms >= cutoff_ms)
-                        .collect()
-                })
-                .filter(|f: &Vec<Event>| !f.is_empty())
-                .collect();
-            let after: usize = kept.iter().map(Vec::len).sum();
-            removed += (before - after) as u64;
-            let newest = i + 1 == inner.segments.len();
-            if before == after {
+            let old = |e: &Event| e.timestamp_ms < cutoff_ms;
+            let mut gone = 0;
+            inner.each_frame(i, |_, events| {
+                gone += events.iter().filter(|e| old(e)).count() as u64;
+                Ok(())
+            })?;
+            if gone == 0 {
                 i += 1;
                 continue;
             }
+            removed += gone;
             let path = inner.segments[i].path.clone();
-            if kept.is_empty() && !newest {
+            let tmp = path.with_extension("tmp");
+            let mut out =
+                std::io::BufWriter::new(std::fs::File::create(&tmp).map_err(unavailable)?);
+            let mut kept = 0;
+            let mut frame = Vec::new();
+            inner.each_frame(i, |_, mut events| {
+                events.retain(|e| !old(e));
+                kept += events.len();
+                if !events.is_empty() {
+                    encode(&events, &mut frame).map_err(unavailable)?;
+                    out.write_all(&frame).map_err(unavailable)?;
+                }
+                Ok(())
+            })?;
+            let out = out.into_inner().map_err(|e| unavailable(e.error()))?;
+            if kept == 0 && i + 1 < inner.segments.len() {
+                drop(out);
+                std::fs::remove_file(&tmp).map_err(unavailable)?;
                 std::fs::remove_file(&path).map_err(unavailable)?;
                 inner.segments.remove(i);
                 continue;
             }
-            let mut encoded = Vec::with_capacity(kept.len());
-            for events in &kept {
-                let mut frame = Vec::new();
-                encode(events, &mut frame).map_err(unavailable)?;
-                encoded.push(frame);
-            }
-            segments::rewrite(&path, &encoded).map_err(unavailable)?;
+            out.sync_data().map_err(unavailable)?;
+            std::fs::rename(&tmp, &path).map_err(unavailable)?;
             inner.segments[i] = Segment::open(path, true).map_err(unavailable)?;
             i += 1;
         }
@@ -345,9 +360,7 @@ impl EventStore for EventLog {
         let old = inner.ids.clear();
         inner.sources.clear();
         for s in 0..inner.segments.len() {
-            for events in inner.frames(s)? {
-                inner.derive(&self.dir, &events)?;
-            }
+            inner.each_frame(s, |inner, events| inner.derive(&self.dir, &events))?;
         }
         inner.persist(&self.dir, last)?;
         inner.ids.remove_merged(&old).map_err(unavailable)?;

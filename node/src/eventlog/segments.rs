@@ -10,7 +10,6 @@
 //! in a torn frame, and that is checked and cut off.
 
 use std::fs::{File, OpenOptions};
-use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -279,18 +278,6 @@ fn check_and_decode(bytes: &[u8], path: &Path, frame: FrameInfo) -> Result<Vec<E
         return Err(corrupt("checksum mismatch"));
     }
     decode_events(&bytes[FRAME_HEADER..]).ok_or_else(|| corrupt("undecodable events"))
-}
-
-/// Writes `frames` (encoded) as a whole new segment replacing `path`
-/// (written aside and renamed over it).
-pub fn rewrite(path: &Path, frames: &[Vec<u8>]) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    let mut file = File::create(&tmp)?;
-    for frame in frames {
-        file.write_all(frame)?;
-    }
-    file.sync_data()?;
-    std::fs::rename(&tmp, path)
 }
 
 #[cfg(test)]
