@@ -281,8 +281,13 @@ impl EventStore for EventLog {
         inner
             .sources
             .extend(sources.iter().map(|(k, v)| (k.clone(), *v)));
+        // The events are in the log now, whatever happens to the index: it
+        // is derived, keeps its memory table on failure and is written
+        // again with the next batch (or replayed on the next start).
         if persist {
-            inner.persist(&self.dir, last.offset)?;
+            if let Err(e) = inner.persist(&self.dir, last.offset) {
+                tracing::warn!(error = %e, "could not write the event id index; will retry");
+            }
         }
         let retired = if inner.recent.len() == RECENT {
             inner.recent.pop_front()

@@ -339,10 +339,13 @@ impl IdIndex {
         if self.memtable.is_empty() {
             return Ok(Vec::new());
         }
-        let mut hashes: Vec<u128> = self.memtable.drain().collect();
+        // The memory table is kept until its run is written: on failure
+        // the index still holds every id.
+        let mut hashes: Vec<u128> = self.memtable.iter().copied().collect();
         hashes.sort_unstable();
         let name = self.new_name(0);
         let run = Run::write(&self.dir, &name, hashes.len(), hashes.into_iter().map(Ok))?;
+        self.memtable.clear();
         self.push(0, run);
         let mut merged = Vec::new();
         let mut level = 0;
@@ -354,22 +357,35 @@ impl IdIndex {
                 run.bloom = Bloom { blocks: Vec::new() };
                 run.sparse = Vec::new();
             }
-            let capacity = runs.iter().map(|r| r.count as usize).sum();
-            let inputs = runs
-                .iter()
-                .map(|r| {
-                    r.iter().map(|it| {
-                        (Box::new(it) as Box<dyn Iterator<Item = std::io::Result<u128>>>).peekable()
-                    })
-                })
-                .collect::<std::io::Result<Vec<_>>>()?;
             let name = self.new_name(level + 1);
-            let run = Run::write(&self.dir, &name, capacity, merge(inputs))?;
+            let run = match Self::merge_runs(&self.dir, &name, &runs) {
+                Ok(run) => run,
+                Err(e) => {
+                    // Nothing merged: the runs stay, read back with their filters.
+                    for old in &runs {
+                        self.levels[level].push(Run::open(&self.dir, &old.name)?);
+                    }
+                    return Err(e);
+                }
+            };
             merged.extend(runs.into_iter().map(|r| r.name));
             self.push(level + 1, run);
             level += 1;
         }
         Ok(merged)
+    }
+
+    fn merge_runs(dir: &Path, name: &str, runs: &[Run]) -> std::io::Result<Run> {
+        let capacity = runs.iter().map(|r| r.count as usize).sum();
+        let inputs = runs
+            .iter()
+            .map(|r| {
+                r.iter().map(|it| {
+                    (Box::new(it) as Box<dyn Iterator<Item = std::io::Result<u128>>>).peekable()
+                })
+            })
+            .collect::<std::io::Result<Vec<_>>>()?;
+        Run::write(dir, name, capacity, merge(inputs))
     }
 
     /// Deletes run files merged away (after the manifest stopped naming them).
