@@ -58,6 +58,8 @@ pub struct AppState {
     pub shards: usize,
     /// Health of the PostgreSQL sink, when configured.
     pub postgres: Option<troupe_actors::sink::SinkStatus>,
+    /// The PostgreSQL results table, when configured (`/v1/aggregates?source=postgres`).
+    pub results_db: Option<Arc<crate::postgres::PgSink>>,
     /// Whether `POST /v1/actors/{path}/crash` is allowed.
     pub fault_injection: bool,
     /// Renders `/metrics`.

@@ -12,6 +12,7 @@ use futures::future::BoxFuture;
 use tokio::sync::OnceCell;
 use tokio_postgres::NoTls;
 use troupe_actors::sink::ResultSink;
+use troupe_actors::store::ResultFilter;
 use troupe_protocol::WindowResult;
 
 /// Schema versions, applied in order, each once.
@@ -130,6 +131,84 @@ impl PgSink {
             .await
             .map(|_| ())
             .map_err(|e| e.to_string())
+    }
+}
+
+/// A page cursor of results read from PostgreSQL: the last (key, window
+/// start) returned, as `<start>:<key>`.
+fn parse_cursor(cursor: &str) -> Option<(String, i64)> {
+    let (start, key) = cursor.split_once(':')?;
+    Some((key.to_owned(), start.parse().ok()?))
+}
+
+impl PgSink {
+    /// A page of `filter`'s results in (key, window start) order after
+    /// `cursor`, and the cursor of the next page when one may follow.
+    /// `Err(None)` for a cursor this did not make; `Err(Some(reason))`
+    /// when the database cannot answer.
+    pub async fn results(
+        &self,
+        filter: &ResultFilter,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<WindowResult>, Option<String>), Option<String>> {
+        let after = cursor.map(|c| parse_cursor(c).ok_or(None)).transpose()?;
+        let query = async {
+            self.migrated.get_or_try_init(|| self.migrate()).await?;
+            let client = self.pool.get().await.map_err(|e| e.to_string())?;
+            let (after_key, after_start) = after.clone().unzip();
+            let bound = |t: Option<u64>| t.map(|t| t as i64);
+            client
+                .query(
+                    "SELECT key, window_start_ms, window_end_ms, events, \"values\"
+                     FROM troupe_window_results
+                     WHERE pipeline = $1
+                       AND ($2::text IS NULL OR key = $2)
+                       AND ($3::bigint IS NULL OR window_start_ms >= $3)
+                       AND ($4::bigint IS NULL OR window_start_ms < $4)
+                       AND ($5::text IS NULL OR (key, window_start_ms) > ($5, $6::bigint))
+                     ORDER BY key, window_start_ms
+                     LIMIT $7",
+                    &[
+                        &filter.pipeline,
+                        &filter.key,
+                        &bound(filter.from_ms),
+                        &bound(filter.to_ms),
+                        &after_key,
+                        &after_start,
+                        &(limit as i64),
+                    ],
+                )
+                .await
+                .map_err(|e| e.to_string())
+        };
+        let rows = match tokio::time::timeout(WRITE_TIMEOUT, query).await {
+            Ok(rows) => rows.map_err(Some)?,
+            Err(_) => {
+                return Err(Some(format!(
+                    "postgres did not answer within {WRITE_TIMEOUT:?}"
+                )))
+            }
+        };
+        let results: Vec<WindowResult> = rows
+            .iter()
+            .map(|row| WindowResult {
+                pipeline: filter.pipeline.clone(),
+                key: row.get(0),
+                window_start_ms: row.get::<_, i64>(1) as u64,
+                window_end_ms: row.get::<_, i64>(2) as u64,
+                events: row.get::<_, i64>(3) as u64,
+                values: serde_json::from_value(row.get(4)).unwrap_or_default(),
+            })
+            .collect();
+        let next = (results.len() == limit)
+            .then(|| {
+                results
+                    .last()
+                    .map(|r| format!("{}:{}", r.window_start_ms, r.key))
+            })
+            .flatten();
+        Ok((results, next))
     }
 }
 

@@ -177,13 +177,16 @@ pub async fn run(
         .await
         .with_context(|| format!("cannot listen for peers on {}", entry.cluster))?;
     let pool = PoolGauges::new(config.workers.count);
-    let sink: Option<(Arc<dyn ResultSink>, SinkStatus)> = match &config.storage.postgres_url {
-        Some(url) => Some((
-            Arc::new(PgSink::new(url)?),
-            Arc::new(std::sync::Mutex::new(SinkHealth::default())),
-        )),
+    let results_db = match &config.storage.postgres_url {
+        Some(url) => Some(Arc::new(PgSink::new(url)?)),
         None => None,
     };
+    let sink: Option<(Arc<dyn ResultSink>, SinkStatus)> = results_db.as_ref().map(|db| {
+        (
+            Arc::clone(db) as Arc<dyn ResultSink>,
+            Arc::new(std::sync::Mutex::new(SinkHealth::default())),
+        )
+    });
     let tree_config = NodeTreeConfig {
         node_id: Arc::clone(&node_id),
         storage: Arc::clone(&storage_handle),
@@ -241,6 +244,7 @@ pub async fn run(
         windows: storage_handle.windows()?,
         shards: INGEST_SHARDS,
         postgres: sink.map(|(_, status)| status),
+        results_db,
         fault_injection: options.fault_injection || config.debug.fault_injection,
         metrics: metrics.clone(),
     });

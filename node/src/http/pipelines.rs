@@ -180,6 +180,7 @@ pub(super) async fn aggregates(
     let mut filter = ResultFilter::default();
     let mut cursor = None;
     let mut limit = 100;
+    let mut from_postgres = false;
     for (key, value) in query.into_inner() {
         match key.as_str() {
             "pipeline" => filter.pipeline = value,
@@ -188,29 +189,74 @@ pub(super) async fn aggregates(
             "to" => filter.to_ms = Some(time_bound("to", &value)?),
             "cursor" => cursor = Some(value),
             "limit" => limit = page_limit(&value, MAX_PAGE)?,
+            "source" => {
+                from_postgres = match value.as_str() {
+                    "store" => false,
+                    "postgres" => true,
+                    _ => return Err(ApiError::invalid("source", "store or postgres")),
+                }
+            }
             other => return Err(ApiError::invalid(other, "unknown query parameter")),
         }
     }
     if filter.pipeline.is_empty() {
         return Err(ApiError::invalid("pipeline", "is required"));
     }
+    let page = results_reader(&state, from_postgres)?;
     if wants_ndjson(&req) {
         // Everything from the cursor on, a page at a time.
-        let store = Arc::clone(&state.windows);
         return Ok(ndjson_pages(cursor, move |cursor: Option<String>| {
-            let store = Arc::clone(&store);
-            let filter = filter.clone();
+            let (page, filter) = (page.clone(), filter.clone());
             async move {
-                let (results, next) =
-                    store_work(move || store.results(&filter, cursor.as_deref(), MAX_PAGE)).await?;
+                let (results, next) = page(filter, cursor, MAX_PAGE).await?;
                 Ok((results, next.map(Some)))
             }
         }));
     }
-    let store = Arc::clone(&state.windows);
-    let (results, next_cursor) =
-        store_work(move || store.results(&filter, cursor.as_deref(), limit)).await?;
+    let (results, next_cursor) = page(filter, cursor, limit).await?;
     Ok(HttpResponse::Ok().json(json!({"results": results, "next_cursor": next_cursor})))
+}
+
+/// Reads a page of results (filter, cursor, limit) from the node's store
+/// or from the PostgreSQL results table.
+type ResultPages = Arc<
+    dyn Fn(
+        ResultFilter,
+        Option<String>,
+        usize,
+    ) -> futures::future::BoxFuture<
+        'static,
+        Result<(Vec<troupe_protocol::WindowResult>, Option<String>), ApiError>,
+    >,
+>;
+
+fn results_reader(state: &AppState, from_postgres: bool) -> Result<ResultPages, ApiError> {
+    if !from_postgres {
+        let store = Arc::clone(&state.windows);
+        return Ok(Arc::new(move |filter, cursor, limit| {
+            let store = Arc::clone(&store);
+            Box::pin(async move {
+                store_work(move || store.results(&filter, cursor.as_deref(), limit)).await
+            })
+        }));
+    }
+    let db = state.results_db.clone().ok_or_else(|| {
+        ApiError::invalid(
+            "source",
+            "no PostgreSQL is configured (storage.postgres_url)",
+        )
+    })?;
+    Ok(Arc::new(move |filter, cursor, limit| {
+        let db = Arc::clone(&db);
+        Box::pin(async move {
+            db.results(&filter, cursor.as_deref(), limit)
+                .await
+                .map_err(|e| match e {
+                    None => ApiError::invalid("cursor", "not a cursor of this listing"),
+                    Some(reason) => ApiError::unavailable(format!("postgres: {reason}")),
+                })
+        })
+    }))
 }
 
 pub(super) async fn late(

@@ -6,6 +6,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use postgres::{Client, NoTls};
+use serde_json::Value;
 use troupe_tests::{wait_until, Cluster};
 
 use crate::windows::{close_at, expected, ndjson, readings, send, BASE, PIPELINE};
@@ -169,5 +170,42 @@ fn results_reach_postgres_once_and_wait_durably_while_it_is_unusable() {
             let health = sink_health(&cluster);
             health["up"] == true && health["queued"] == 0
         },
+    );
+
+    // The same results read back from PostgreSQL, a page at a time and
+    // streamed, as from the node's own store.
+    let store = cluster.get("n1", "/v1/aggregates?pipeline=temps&limit=1000");
+    assert_eq!(store.status, 200, "{}", store.text);
+    let mut from_db = Vec::new();
+    let mut cursor = String::new();
+    loop {
+        let page = cluster.get(
+            "n1",
+            &format!("/v1/aggregates?pipeline=temps&source=postgres&limit=7{cursor}"),
+        );
+        assert_eq!(page.status, 200, "{}", page.text);
+        from_db.extend(page.body["results"].as_array().cloned().unwrap_or_default());
+        match page.body["next_cursor"].as_str() {
+            Some(next) => cursor = format!("&cursor={next}"),
+            None => break,
+        }
+    }
+    assert!(!from_db.is_empty());
+    assert_eq!(&Value::Array(from_db.clone()), &store.body["results"]);
+    let (status, lines) = cluster.get_ndjson("n1", "/v1/aggregates?pipeline=temps&source=postgres");
+    assert_eq!(status, 200);
+    assert_eq!(lines, from_db);
+    let one_key = cluster.get("n1", "/v1/aggregates?pipeline=temps&source=postgres&key=s1");
+    assert!(one_key.body["results"]
+        .as_array()
+        .is_some_and(|r| !r.is_empty() && r.iter().all(|r| r["key"] == "s1")));
+    assert_eq!(
+        cluster
+            .get(
+                "n1",
+                "/v1/aggregates?pipeline=temps&source=postgres&cursor=nonsense"
+            )
+            .status,
+        422
     );
 }

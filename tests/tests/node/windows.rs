@@ -180,6 +180,13 @@ fn tumbling_windows_match_values_computed_independently_and_late_events_are_kept
         422,
         "pipeline is required"
     );
+    let no_db = cluster.get("n1", "/v1/aggregates?pipeline=temps&source=postgres");
+    assert_eq!(
+        (no_db.status, &no_db.body["field"]),
+        (422, &json!("source")),
+        "{}",
+        no_db.text
+    );
 }
 
 #[test]
