@@ -4,10 +4,11 @@
 //! by event id without races: an id already in the log, or earlier in the
 //! same batch, is counted as a duplicate and not written. A batch is
 //! written all or nothing; the caller flushes before it acknowledges (one
-//! flush shared by all batches in flight, outside this actor). Per-source
-//! counts live in the log too, so `GET /stats` survives restarts.
+//! flush shared by all batches in flight, outside this actor). The log
+//! counts events per source as it appends them, so `GET /stats` survives
+//! restarts.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
@@ -22,7 +23,7 @@ pub enum IngestorMsg {
     /// Append these events (deduplicated), all or nothing.
     Append(Vec<Admitted>, RpcReplyPort<Result<IngestReply, StoreError>>),
     /// Per-source totals.
-    Stats(RpcReplyPort<IngestStats>),
+    Stats(RpcReplyPort<Result<IngestStats, StoreError>>),
     /// Delete events older than this event time (ms); how many went.
     Retain(u64, RpcReplyPort<Result<u64, StoreError>>),
     /// A page of the log.
@@ -55,7 +56,6 @@ pub struct Ingestor {
 pub struct IngestorState {
     log: Arc<dyn EventStore>,
     last_offset: u64,
-    sources: BTreeMap<String, u64>,
     duplicates: u64,
 }
 
@@ -93,7 +93,6 @@ impl Ingestor {
             }
         }
         let mut events = Vec::with_capacity(batch.len());
-        let mut sources: BTreeMap<String, u64> = BTreeMap::new();
         let mut offset = state.last_offset;
         for (admitted, repeated) in batch.into_iter().zip(repeated) {
             if repeated {
@@ -106,21 +105,13 @@ impl Ingestor {
             reply.accepted += 1;
             reply.ids_assigned += u64::from(admitted.id_assigned);
             reply.timestamps_assigned += u64::from(admitted.time_assigned);
-            match sources.get_mut(&event.source) {
-                Some(total) => *total += 1,
-                None => {
-                    let before = state.sources.get(&event.source).copied().unwrap_or(0);
-                    sources.insert(event.source.clone(), before + 1);
-                }
-            }
             events.push(event);
         }
         if !events.is_empty() {
             reply.late = watermarks.count_late(&events);
-            state.log.append(events.into(), &sources)?;
+            state.log.append(events.into())?;
             reply.offsets = Some((state.last_offset + 1, offset));
             state.last_offset = offset;
-            state.sources.extend(sources);
         }
         state.duplicates += reply.duplicate;
         count("accepted", reply.accepted);
@@ -140,11 +131,10 @@ impl Actor for Ingestor {
         _: (),
     ) -> Result<Self::State, ActorProcessingErr> {
         let log = self.storage.events()?;
-        let (last_offset, sources) = log.tail()?;
+        let (last_offset, _) = log.tail()?;
         Ok(IngestorState {
             log,
             last_offset,
-            sources,
             duplicates: 0,
         })
     }
@@ -160,18 +150,16 @@ impl Actor for Ingestor {
                 let _ = reply.send(Self::append(state, &self.watermarks, batch));
             }
             IngestorMsg::Retain(cutoff, reply) => {
-                let removed = state.log.retain(cutoff).and_then(|removed| {
-                    state.sources = state.log.tail()?.1;
-                    Ok(removed)
-                });
-                let _ = reply.send(removed);
+                let _ = reply.send(state.log.retain(cutoff));
             }
             IngestorMsg::Stats(reply) => {
-                let _ = reply.send(IngestStats {
-                    events: state.sources.values().sum(),
+                // The log keeps the per-source counts.
+                let stats = state.log.tail().map(|(_, sources)| IngestStats {
+                    events: sources.values().sum(),
                     duplicates: state.duplicates,
-                    sources: state.sources.clone(),
+                    sources,
                 });
+                let _ = reply.send(stats);
             }
             IngestorMsg::Page {
                 after,
@@ -200,6 +188,7 @@ mod tests {
     use crate::ingest::admit;
     use crate::store::MemoryStorage;
     use serde_json::json;
+    use std::collections::BTreeMap;
 
     fn event(id: Option<&str>, source: &str) -> Admitted {
         let mut body = json!({"source": source, "event_type": "t", "data": {}});
@@ -251,7 +240,8 @@ mod tests {
             .call(IngestorMsg::Stats, None)
             .await
             .expect("call")
-            .expect("answer");
+            .expect("answer")
+            .expect("stats");
         assert_eq!(stats.events, 3);
         assert_eq!(
             stats.sources,

@@ -101,13 +101,9 @@ pub trait EventStore: Send + Sync {
     /// Which of these ids the log holds (one call per batch: the log may
     /// be shared with readers, and a lock per id was contended).
     fn known(&self, event_ids: &[&str]) -> Result<Vec<bool>, StoreError>;
-    /// Writes `events` (offsets assigned) and the new counts of the sources
-    /// they touch, all or nothing. Not durable until [`EventStore::flush`].
-    fn append(
-        &self,
-        events: Arc<[Event]>,
-        sources: &BTreeMap<String, u64>,
-    ) -> Result<(), StoreError>;
+    /// Writes `events` (offsets assigned) and counts them per source, all
+    /// or nothing. Not durable until [`EventStore::flush`].
+    fn append(&self, events: Arc<[Event]>) -> Result<(), StoreError>;
     /// Makes everything appended so far durable.
     fn flush(&self) -> Result<(), StoreError>;
     /// Deletes every event older (by event time) than `cutoff_ms`, with its
@@ -380,15 +376,13 @@ impl EventStore for MemoryEvents {
             .collect())
     }
 
-    fn append(
-        &self,
-        events: Arc<[Event]>,
-        sources: &BTreeMap<String, u64>,
-    ) -> Result<(), StoreError> {
+    fn append(&self, events: Arc<[Event]>) -> Result<(), StoreError> {
         let mut log = locked(&self.0)?;
         log.0.extend_from_slice(&events);
         log.2 = events.last().map_or(log.2, |e| e.offset);
-        log.1.extend(sources.iter().map(|(k, v)| (k.clone(), *v)));
+        for event in events.iter() {
+            *log.1.entry(event.source.clone()).or_default() += 1;
+        }
         Ok(())
     }
 

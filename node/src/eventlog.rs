@@ -120,12 +120,22 @@ impl Inner {
     /// rebuilding after retention); writes runs as the index fills.
     fn derive(&mut self, dir: &Path, events: &[Event]) -> Result<(), StoreError> {
         for event in events {
-            *self.sources.entry(event.source.clone()).or_default() += 1;
+            self.count(&event.source);
             if self.ids.insert(ids::hash(&event.event_id)) {
                 self.persist(dir, event.offset)?;
             }
         }
         Ok(())
+    }
+
+    /// One more event of `source` (its name is copied only the first time).
+    fn count(&mut self, source: &str) {
+        match self.sources.get_mut(source) {
+            Some(n) => *n += 1,
+            None => {
+                self.sources.insert(source.to_owned(), 1);
+            }
+        }
     }
 
     /// Writes the index's memory table as a run and the manifest saying it
@@ -248,11 +258,7 @@ impl EventStore for EventLog {
             .collect()
     }
 
-    fn append(
-        &self,
-        events: Arc<[Event]>,
-        sources: &BTreeMap<String, u64>,
-    ) -> Result<(), StoreError> {
+    fn append(&self, events: Arc<[Event]>) -> Result<(), StoreError> {
         let (Some(first), Some(last)) = (events.first(), events.last()) else {
             return Ok(());
         };
@@ -276,11 +282,9 @@ impl EventStore for EventLog {
             .map_err(unavailable)?;
         let mut persist = false;
         for event in events.iter() {
+            inner.count(&event.source);
             persist |= inner.ids.insert(ids::hash(&event.event_id));
         }
-        inner
-            .sources
-            .extend(sources.iter().map(|(k, v)| (k.clone(), *v)));
         // The events are in the log now, whatever happens to the index: it
         // is derived, keeps its memory table on failure and is written
         // again with the next batch (or replayed on the next start).
@@ -463,11 +467,7 @@ mod tests {
     }
 
     fn append(log: &EventLog, events: &[Event]) {
-        let (_, mut counts) = log.tail().expect("tail");
-        for e in events {
-            *counts.entry(e.source.clone()).or_default() += 1;
-        }
-        log.append(events.to_vec().into(), &counts).expect("append");
+        log.append(events.to_vec().into()).expect("append");
     }
 
     fn has(log: &EventLog, id: &str) -> bool {

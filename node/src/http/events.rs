@@ -297,7 +297,10 @@ pub(super) async fn retain(
 }
 
 pub(super) async fn stats(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok().json(ask(&state, IngestorMsg::Stats).await?))
+    let stats = ask(&state, IngestorMsg::Stats)
+        .await?
+        .map_err(|e| ApiError::unavailable(e.to_string()))?;
+    Ok(HttpResponse::Ok().json(stats))
 }
 
 /// A time bound: ms since the epoch or RFC 3339.
