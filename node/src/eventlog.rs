@@ -278,7 +278,7 @@ impl EventStore for EventLog {
             .last_mut()
             .ok_or_else(|| unavailable("no segment"))?;
         active
-            .append(&inner.frame, first.offset, last.offset)
+            .append(&inner.frame, last.offset)
             .map_err(unavailable)?;
         let mut persist = false;
         for event in events.iter() {

@@ -46,9 +46,7 @@ pub struct FrameInfo {
     pub at: u64,
     /// Frame length, header included.
     pub len: u64,
-    /// Offsets of its first and last event.
-    pub first: u64,
-    /// See `first`.
+    /// Offset of its last event.
     pub last: u64,
 }
 
@@ -205,7 +203,6 @@ impl Segment {
             frames.push(FrameInfo {
                 at,
                 len,
-                first: word(FRAME_HEADER),
                 last: word(FRAME_HEADER + 8),
             });
             at += len;
@@ -229,9 +226,9 @@ impl Segment {
         })
     }
 
-    /// Appends an encoded frame holding offsets `first..=last`; on failure
+    /// Appends an encoded frame whose last offset is `last`; on failure
     /// the file is cut back, so the segment never holds part of a frame.
-    pub fn append(&mut self, frame: &[u8], first: u64, last: u64) -> std::io::Result<()> {
+    pub fn append(&mut self, frame: &[u8], last: u64) -> std::io::Result<()> {
         let at = self.len;
         if let Err(e) = self.file.write_all_at(frame, at) {
             let _ = self.file.set_len(at);
@@ -241,7 +238,6 @@ impl Segment {
         self.frames.push(FrameInfo {
             at,
             len: frame.len() as u64,
-            first,
             last,
         });
         Ok(())
@@ -308,7 +304,7 @@ mod tests {
         for first in [1u64, 4] {
             let events: Vec<Event> = (first..first + 3).map(event).collect();
             encode(&events, &mut buf).expect("encode");
-            segment.append(&buf, first, first + 2).expect("append");
+            segment.append(&buf, first + 2).expect("append");
         }
         let whole = segment.len;
         // Half a frame, as a crash mid-write leaves it.
