@@ -70,7 +70,7 @@ mod tests {
     use serde_json::json;
 
     fn input(value: serde_json::Value) -> EventIn {
-        serde_json::from_value(value).expect("shape")
+        serde_json::from_str(&value.to_string()).expect("shape")
     }
 
     #[test]

@@ -15,6 +15,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::Value;
 use tdigest::TDigest;
 use troupe_protocol::{AggregateOp, AggregateSpec, Event, PipelineSpec, WindowResult, WindowSpec};
@@ -183,6 +184,20 @@ pub struct WindowEngine {
     /// No open window closes before this watermark (a lower bound, so
     /// that `advance` need not look at every window after every event).
     next_close: Option<u64>,
+    /// Buffers reused by every event.
+    scratch: Scratch,
+}
+
+/// What offering an event needs besides the engine, kept between events
+/// so that the hot path does not allocate.
+#[derive(Debug, Clone, Default)]
+struct Scratch {
+    /// The event's key, and a window's start.
+    probe: (String, u64),
+    /// The windows holding the event.
+    windows: Vec<(u64, u64)>,
+    /// The number each aggregate takes from the event.
+    values: Vec<Option<f64>>,
 }
 
 /// Checks a pipeline spec; `Err((field, reason))`.
@@ -256,7 +271,7 @@ fn lookup_path(path: &str) -> Option<(&str, Option<&str>)> {
 enum Field<'e> {
     Text(&'e str),
     Number(u64),
-    Json(&'e Value),
+    Json(&'e RawValue),
 }
 
 /// The value at `path` in `event`, borrowed (this runs for every event
@@ -266,48 +281,59 @@ fn value_at<'e>(event: &'e Event, path: &str) -> Option<Field<'e>> {
         ("source", _) => Some(Field::Text(&event.source)),
         ("event_type", _) => Some(Field::Text(&event.event_type)),
         ("timestamp_ms", _) => Some(Field::Number(event.timestamp_ms)),
-        (_, rest) => {
-            let mut steps = rest?.split('.');
-            let mut at = event.data.get(steps.next()?)?;
-            for step in steps {
-                at = at.get(step)?;
-            }
-            Some(Field::Json(at))
-        }
+        (_, rest) => event.data.lookup(rest?).map(Field::Json),
     }
 }
 
 fn number_at(event: &Event, path: &str) -> Option<f64> {
     match value_at(event, path)? {
         Field::Number(n) => Some(n as f64),
-        Field::Json(v) => v.as_f64(),
+        Field::Json(v) => serde_json::from_str(v.get()).ok(),
         Field::Text(_) => None,
     }
 }
 
-fn key_of(event: &Event, key_by: Option<&str>) -> Option<String> {
-    match key_by {
-        None => Some(String::new()),
-        Some(path) => match value_at(event, path)? {
-            Field::Text(s) => Some(s.to_owned()),
-            Field::Number(n) => Some(n.to_string()),
-            Field::Json(Value::String(s)) => Some(s.clone()),
-            Field::Json(Value::Null) => None,
-            Field::Json(other) => Some(other.to_string()),
+/// Writes the key of `event` into `out` (reused, so that keying does not
+/// allocate); `false` when the event has no key.
+fn key_into(event: &Event, key_by: Option<&str>, out: &mut String) -> bool {
+    out.clear();
+    let Some(path) = key_by else {
+        return true;
+    };
+    match value_at(event, path) {
+        None => false,
+        Some(Field::Text(s)) => {
+            out.push_str(s);
+            true
+        }
+        Some(Field::Number(n)) => {
+            out.push_str(&n.to_string());
+            true
+        }
+        Some(Field::Json(raw)) => match serde_json::from_str(raw.get()) {
+            Ok(Value::String(s)) => {
+                out.push_str(&s);
+                true
+            }
+            Ok(Value::Null) | Err(_) => false,
+            Ok(other) => {
+                out.push_str(&other.to_string());
+                true
+            }
         },
     }
 }
 
-/// Windows (start, end) of `window` holding time `t`; for sessions, the
-/// session an event at `t` alone would open.
-fn windows_of(window: &WindowSpec, t: u64) -> Vec<(u64, u64)> {
+/// Writes the windows (start, end) of `window` holding time `t` into
+/// `out`; for sessions, the session an event at `t` alone would open.
+fn windows_of(window: &WindowSpec, t: u64, out: &mut Vec<(u64, u64)>) {
+    out.clear();
     match *window {
         WindowSpec::Tumbling { size_ms } => {
             let start = t - t % size_ms;
-            vec![(start, start + size_ms)]
+            out.push((start, start + size_ms));
         }
         WindowSpec::Sliding { size_ms, slide_ms } => {
-            let mut out = Vec::new();
             let mut start = t - t % slide_ms;
             loop {
                 if start + size_ms > t {
@@ -318,9 +344,21 @@ fn windows_of(window: &WindowSpec, t: u64) -> Vec<(u64, u64)> {
                 }
                 start -= slide_ms;
             }
-            out
         }
-        WindowSpec::Session { gap_ms } => vec![(t, t.saturating_add(gap_ms))],
+        WindowSpec::Session { gap_ms } => out.push((t, t.saturating_add(gap_ms))),
+    }
+}
+
+/// The latest end among the windows holding `t` (what [`windows_of`]
+/// writes first); `None` when no window holds it.
+fn last_end(window: &WindowSpec, t: u64) -> Option<u64> {
+    match *window {
+        WindowSpec::Tumbling { size_ms } => Some(t - t % size_ms + size_ms),
+        WindowSpec::Sliding { size_ms, slide_ms } => {
+            let end = t - t % slide_ms + size_ms;
+            (end > t).then_some(end)
+        }
+        WindowSpec::Session { gap_ms } => Some(t.saturating_add(gap_ms)),
     }
 }
 
@@ -333,9 +371,8 @@ pub fn is_late(spec: &PipelineSpec, watermark: Option<u64>, event_type: &str, t:
     if spec.event_type.as_ref().is_some_and(|e| e != event_type) {
         return false;
     }
-    windows_of(&spec.window, t)
-        .iter()
-        .all(|(_, end)| end.saturating_add(spec.allowed_lateness_ms) <= watermark)
+    last_end(&spec.window, t)
+        .is_none_or(|end| end.saturating_add(spec.allowed_lateness_ms) <= watermark)
 }
 
 impl WindowEngine {
@@ -348,6 +385,7 @@ impl WindowEngine {
             watermark: None,
             slowest: None,
             next_close: None,
+            scratch: Scratch::default(),
         }
     }
 
@@ -402,6 +440,7 @@ impl WindowEngine {
             latest,
             watermark: state.watermark,
             next_close: Some(0),
+            scratch: Scratch::default(),
         }
     }
 
@@ -410,20 +449,23 @@ impl WindowEngine {
             .is_some_and(|wm| end.saturating_add(self.spec.allowed_lateness_ms) <= wm)
     }
 
-    /// Window starts (with ends) of non-session windows holding time `t`.
-    fn windows_of(&self, t: u64) -> Vec<(u64, u64)> {
-        windows_of(&self.spec.window, t)
-    }
-
-    fn values(&self, event: &Event) -> Vec<Option<f64>> {
-        self.spec
-            .aggregates
-            .iter()
-            .map(|a| match (&a.op, &a.field) {
+    /// Writes the number each aggregate takes from `event` into `out`; a
+    /// field several aggregates read is looked up once.
+    fn values(&self, event: &Event, out: &mut Vec<Option<f64>>) {
+        out.clear();
+        for (i, a) in self.spec.aggregates.iter().enumerate() {
+            let value = match (&a.op, &a.field) {
                 (AggregateOp::Count, _) | (_, None) => None,
-                (_, Some(field)) => number_at(event, field),
-            })
-            .collect()
+                (_, Some(field)) => match self.spec.aggregates[..i]
+                    .iter()
+                    .position(|b| b.op != AggregateOp::Count && b.field.as_ref() == Some(field))
+                {
+                    Some(earlier) => out[earlier],
+                    None => number_at(event, field),
+                },
+            };
+            out.push(value);
+        }
     }
 
     /// Offers an event; its source's watermark advances either way.
@@ -464,20 +506,30 @@ impl WindowEngine {
     }
 
     fn add(&mut self, event: &Event) -> Offered {
-        let Some(key) = key_of(event, self.spec.key_by.as_deref()) else {
+        let mut scratch = std::mem::take(&mut self.scratch);
+        let outcome = self.add_with(event, &mut scratch);
+        self.scratch = scratch;
+        outcome
+    }
+
+    fn add_with(&mut self, event: &Event, scratch: &mut Scratch) -> Offered {
+        let Scratch {
+            probe,
+            windows,
+            values,
+        } = scratch;
+        if !key_into(event, self.spec.key_by.as_deref(), &mut probe.0) {
             return Offered::NoKey;
-        };
+        }
         let t = event.timestamp_ms;
-        let mut windows = self.windows_of(t);
+        windows_of(&self.spec.window, t, windows);
         windows.retain(|(_, end)| !self.closed(*end));
         if windows.is_empty() {
             return Offered::Late;
         }
-        let values = self.values(event);
+        self.values(event, values);
         let lateness = self.spec.allowed_lateness_ms;
-        // The key is cloned only for a window that is new.
-        let mut probe = (key, 0);
-        for (start, end) in windows {
+        for &(start, end) in windows.iter() {
             let (start, end) = if matches!(self.spec.window, WindowSpec::Session { .. }) {
                 self.merge_sessions(&probe.0, start, end)
             } else {
@@ -486,7 +538,7 @@ impl WindowEngine {
             probe.1 = start;
             let close = end.saturating_add(lateness);
             self.next_close = Some(self.next_close.map_or(close, |c| c.min(close)));
-            if !self.open.contains_key(&probe) {
+            if !self.open.contains_key(probe) {
                 let window = Window {
                     end,
                     events: 0,
@@ -497,14 +549,15 @@ impl WindowEngine {
                         .map(|a| Acc::for_op(a.op))
                         .collect(),
                 };
+                // The key is copied only for a window that is new.
                 self.open.insert(probe.clone(), window);
             }
-            let Some(window) = self.open.get_mut(&probe) else {
+            let Some(window) = self.open.get_mut(probe) else {
                 continue;
             };
             window.end = window.end.max(end);
             window.events += 1;
-            for (acc, value) in window.accs.iter_mut().zip(&values) {
+            for (acc, value) in window.accs.iter_mut().zip(values.iter()) {
                 if let Some(v) = value {
                     acc.add(*v);
                 }
@@ -645,7 +698,8 @@ mod tests {
             data: json!({"device": device, "v": v})
                 .as_object()
                 .cloned()
-                .unwrap_or_default(),
+                .unwrap_or_default()
+                .into(),
         }
     }
 
@@ -712,6 +766,31 @@ mod tests {
         let session = spec(WindowSpec::Session { gap_ms: 300 }, 0, 0);
         assert!(!is_late(&session, Some(1299), "reading", 1000));
         assert!(is_late(&session, Some(1300), "reading", 1000));
+    }
+
+    #[test]
+    fn the_last_end_is_the_latest_end_of_the_windows_holding_a_time() {
+        let kinds = [
+            WindowSpec::Tumbling { size_ms: 7 },
+            WindowSpec::Sliding {
+                size_ms: 10,
+                slide_ms: 3,
+            },
+            WindowSpec::Sliding {
+                size_ms: 3,
+                slide_ms: 5,
+            },
+            WindowSpec::Session { gap_ms: 4 },
+        ];
+        let mut windows = Vec::new();
+        for kind in &kinds {
+            for t in 0..40 {
+                windows_of(kind, t, &mut windows);
+                assert!(windows.iter().all(|(start, end)| *start <= t && t < *end));
+                let latest = windows.iter().map(|(_, end)| *end).max();
+                assert_eq!(last_end(kind, t), latest, "{kind:?} at {t}");
+            }
+        }
     }
 
     #[test]
@@ -846,7 +925,11 @@ mod tests {
         other.event_type = "other".into();
         assert_eq!(engine.offer(&other), Offered::Filtered);
         let mut keyless = event("s", "a", 1, 1.0);
-        keyless.data.remove("device");
+        keyless.data = json!({"v": 1.0})
+            .as_object()
+            .cloned()
+            .unwrap_or_default()
+            .into();
         assert_eq!(engine.offer(&keyless), Offered::NoKey);
 
         let mut bad = spec(
@@ -892,7 +975,11 @@ mod quantile_tests {
             event_type: "t".into(),
             timestamp_ms: t,
             received_at_ms: t,
-            data: json!({"v": v}).as_object().cloned().unwrap_or_default(),
+            data: json!({"v": v})
+                .as_object()
+                .cloned()
+                .unwrap_or_default()
+                .into(),
         };
         // 1..=1000 shuffled, with a checkpoint halfway.
         for i in 0..500u64 {

@@ -264,7 +264,7 @@ impl EventStore for EventLog {
         };
         let mut guard = self.lock();
         let inner = &mut *guard;
-        encode(&events, &mut inner.frame).map_err(unavailable)?;
+        encode(&events, &mut inner.frame);
         let full = inner.segments.last().is_none_or(|s| s.len >= SEGMENT_BYTES);
         if full {
             if let Some(closing) = inner.segments.last() {
@@ -343,7 +343,7 @@ impl EventStore for EventLog {
                 events.retain(|e| !old(e));
                 kept += events.len();
                 if !events.is_empty() {
-                    encode(&events, &mut frame).map_err(unavailable)?;
+                    encode(&events, &mut frame);
                     out.write_all(&frame).map_err(unavailable)?;
                 }
                 Ok(())
@@ -462,7 +462,8 @@ mod tests {
             data: json!({"n": offset})
                 .as_object()
                 .cloned()
-                .unwrap_or_default(),
+                .unwrap_or_default()
+                .into(),
         }
     }
 

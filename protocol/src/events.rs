@@ -4,7 +4,8 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+
+use crate::Payload;
 
 /// An event as a client sends it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -22,7 +23,7 @@ pub struct EventIn {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timestamp: Option<EventTime>,
     /// The payload.
-    pub data: Map<String, Value>,
+    pub data: Payload,
 }
 
 /// Event time as sent: a number of ms or an RFC 3339 string.
@@ -51,7 +52,7 @@ pub struct Event {
     /// When this node received it, ms since the Unix epoch.
     pub received_at_ms: u64,
     /// The payload.
-    pub data: Map<String, Value>,
+    pub data: Payload,
 }
 
 /// Reply to an ingestion (202).

@@ -10,6 +10,7 @@ pub mod cluster;
 pub mod error;
 pub mod events;
 pub mod health;
+pub mod payload;
 pub mod pipelines;
 pub mod schedules;
 pub mod tasks;
@@ -20,6 +21,7 @@ pub use cluster::{ClusterView, Member, MemberState};
 pub use error::ErrorBody;
 pub use events::{Event, EventIn, EventPage, EventTime, IngestReply, IngestStats};
 pub use health::{Health, Readiness, SinkHealth};
+pub use payload::Payload;
 pub use pipelines::{AggregateOp, AggregateSpec, PipelineSpec, WindowResult, WindowSpec};
 pub use schedules::{CreateSchedule, ScheduleRecord, ScheduleStatus};
 pub use tasks::{

@@ -14,7 +14,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use troupe_protocol::Event;
+use troupe_protocol::{Event, Payload};
 
 /// A segment is closed and a new one started past this size.
 pub const SEGMENT_BYTES: u64 = 64 << 20;
@@ -69,7 +69,7 @@ fn put_str(out: &mut Vec<u8>, s: &str) {
 }
 
 /// Encodes `events` (offsets assigned, ascending) as one frame into `out`.
-pub fn encode(events: &[Event], out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
+pub fn encode(events: &[Event], out: &mut Vec<u8>) {
     out.clear();
     out.extend_from_slice(&[0u8; FRAME_HEADER]);
     let first = events.first().map_or(0, |e| e.offset);
@@ -84,17 +84,14 @@ pub fn encode(events: &[Event], out: &mut Vec<u8>) -> Result<(), serde_json::Err
         put_str(out, &event.event_id);
         put_str(out, &event.source);
         put_str(out, &event.event_type);
-        let at = out.len();
-        out.extend_from_slice(&[0u8; 4]);
-        serde_json::to_writer(&mut *out, &event.data)?;
-        let len = (out.len() - at - 4) as u32;
-        out[at..at + 4].copy_from_slice(&len.to_le_bytes());
+        let data = event.data.as_str().as_bytes();
+        out.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        out.extend_from_slice(data);
     }
     let payload = (out.len() - FRAME_HEADER) as u32;
     let crc = crc32fast::hash(&out[FRAME_HEADER..]);
     out[..4].copy_from_slice(&payload.to_le_bytes());
     out[4..8].copy_from_slice(&crc.to_le_bytes());
-    Ok(())
 }
 
 /// Reads through a payload.
@@ -135,7 +132,8 @@ fn decode_events(payload: &[u8]) -> Option<Vec<Event>> {
         let source = c.str()?;
         let event_type = c.str()?;
         let len = c.u32()? as usize;
-        let data = serde_json::from_slice(c.take(len)?).ok()?;
+        let text = std::str::from_utf8(c.take(len)?).ok()?;
+        let data = Payload::from_text(text.to_owned()).ok()?;
         events.push(Event {
             offset,
             event_id,
@@ -292,7 +290,8 @@ mod tests {
             data: json!({"v": offset, "nested": {"x": [1, 2]}})
                 .as_object()
                 .cloned()
-                .unwrap_or_default(),
+                .unwrap_or_default()
+                .into(),
         }
     }
 
@@ -303,7 +302,7 @@ mod tests {
         let mut buf = Vec::new();
         for first in [1u64, 4] {
             let events: Vec<Event> = (first..first + 3).map(event).collect();
-            encode(&events, &mut buf).expect("encode");
+            encode(&events, &mut buf);
             segment.append(&buf, first + 2).expect("append");
         }
         let whole = segment.len;

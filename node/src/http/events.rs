@@ -146,11 +146,13 @@ fn ndjson_line(bytes: &[u8], line: u64, at: u64, now: u64) -> Result<Option<Admi
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
     }
-    let place = format!("line {line} (byte offset {at})");
-    let input: EventIn = parse(bytes).map_err(|e| e.context(&place))?;
+    // Named only on error: formatting it for every line cost 1.4% of
+    // ingestion.
+    let place = || format!("line {line} (byte offset {at})");
+    let input: EventIn = parse(bytes).map_err(|e| e.context(place()))?;
     admit(input, now)
         .map(Some)
-        .map_err(|(field, reason)| ApiError::invalid(field, format!("{place}: {reason}")))
+        .map_err(|(field, reason)| ApiError::invalid(field, format!("{}: {reason}", place())))
 }
 
 async fn ndjson(state: &AppState, mut payload: web::Payload) -> Result<HttpResponse, ApiError> {

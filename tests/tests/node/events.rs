@@ -124,6 +124,11 @@ fn bad_events_get_clear_errors_and_nothing_half_applied() {
             Some("data"),
         ),
         (
+            r#"{"source":"s","event_type":"t","data":[1,2]}"#.to_owned(),
+            422,
+            Some("data"),
+        ),
+        (
             r#"{"source":"","event_type":"t","data":{}}"#.to_owned(),
             422,
             Some("source"),
