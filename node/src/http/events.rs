@@ -18,9 +18,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use actix_web::{web, HttpRequest, HttpResponse};
 use futures::StreamExt;
 use ractor::rpc::CallResult;
+use tokio::sync::oneshot;
 use troupe_actors::ingest::{admit, Admitted};
 use troupe_actors::ingestor::IngestorMsg;
-use troupe_actors::store::EventFilter;
+use troupe_actors::store::{EventFilter, StoreError};
 use troupe_actors::tree::INGESTOR;
 use troupe_protocol::{EventIn, EventPage, IngestReply};
 
@@ -58,14 +59,44 @@ async fn ask<T: Send + 'static>(
     }
 }
 
+/// A batch handed to the ingestor, its answer still to come.
+struct Appending(Option<oneshot::Receiver<Result<IngestReply, StoreError>>>);
+
+/// Hands a batch to the ingestor (appended all or nothing, not yet
+/// flushed) without waiting for it, so that an NDJSON body's next chunk
+/// is parsed while this one is written.
+fn dispatch(state: &AppState, batch: Vec<Admitted>) -> Result<Appending, ApiError> {
+    if batch.is_empty() {
+        return Ok(Appending(None));
+    }
+    let ingestor = state
+        .directory
+        .get::<IngestorMsg>(INGESTOR)
+        .ok_or_else(|| ApiError::unavailable("the ingestor is restarting"))?;
+    let (port, answer) = oneshot::channel();
+    ingestor
+        .cast(IngestorMsg::Append(batch, port.into()))
+        .map_err(|_| ApiError::unavailable("the ingestor is restarting"))?;
+    Ok(Appending(Some(answer)))
+}
+
+impl Appending {
+    /// What the ingestor made of the batch.
+    async fn answer(self) -> Result<IngestReply, ApiError> {
+        let Some(answer) = self.0 else {
+            return Ok(IngestReply::default());
+        };
+        match tokio::time::timeout(INGESTOR_TIMEOUT, answer).await {
+            Ok(Ok(Ok(reply))) => Ok(reply),
+            Ok(Ok(Err(e))) => Err(ApiError::unavailable(e.to_string())),
+            _ => Err(ApiError::unavailable("the ingestor did not answer")),
+        }
+    }
+}
+
 /// Appends a batch (all or nothing); not yet flushed.
 async fn append(state: &AppState, batch: Vec<Admitted>) -> Result<IngestReply, ApiError> {
-    if batch.is_empty() {
-        return Ok(IngestReply::default());
-    }
-    ask(state, |reply| IngestorMsg::Append(batch, reply))
-        .await?
-        .map_err(|e| ApiError::unavailable(e.to_string()))
+    dispatch(state, batch)?.answer().await
 }
 
 /// Makes what was appended to the event log durable.
@@ -165,6 +196,7 @@ async fn ndjson(state: &AppState, mut payload: web::Payload) -> Result<HttpRespo
     let mut line: u64 = 0;
     let mut received: u64 = 0;
     let mut failure: Option<ApiError> = None;
+    let mut in_flight = Appending(None);
     'body: loop {
         let next = payload.next().await;
         let last = next.is_none();
@@ -202,7 +234,13 @@ async fn ndjson(state: &AppState, mut payload: web::Payload) -> Result<HttpRespo
             }
             start = (end + 1).min(carry.len());
             if pending.len() >= CHUNK {
-                reply.absorb(append(state, std::mem::take(&mut pending)).await?);
+                // One chunk in the ingestor while the next is parsed; in
+                // order, so the log keeps the body's order.
+                let previous = std::mem::replace(
+                    &mut in_flight,
+                    dispatch(state, std::mem::take(&mut pending))?,
+                );
+                reply.absorb(previous.answer().await?);
             }
         }
         carry.drain(..start);
@@ -212,6 +250,7 @@ async fn ndjson(state: &AppState, mut payload: web::Payload) -> Result<HttpRespo
         }
     }
     // What came before a bad line is kept: the client resends after it.
+    reply.absorb(in_flight.answer().await?);
     reply.absorb(append(state, pending).await?);
     flush(state).await?;
     match failure {
