@@ -50,8 +50,12 @@ pub enum OpenError {
 /// sled's page cache. Its default (1 GiB) was most of a node's memory
 /// under a long ingest; measured with `troupe bench events --events
 /// 1000000`: 64 MiB → 408 MiB peak RSS, 8 MiB → 227 MiB, at the same rate
-/// (and `bench tasks` kept its ~30k tasks/s).
-const CACHE_BYTES: u64 = 8 << 20;
+/// (and `bench tasks` kept its ~30k tasks/s). Since the event log left
+/// sled, the window results are what fills it: ingesting 2 GB peaks at
+/// 97.8 MiB with 8 MiB, 93.0 with 4 and 87.0 with 2; `bench tasks
+/// --tasks 100000` gives 15.6-18.2k tasks/s with 8 MiB, 15.6-16.3k with 4
+/// and 12.8-13.4k with 2.
+const CACHE_BYTES: u64 = 4 << 20;
 
 /// sled-backed [`Storage`].
 #[derive(Clone)]
