@@ -218,7 +218,7 @@ async fn ndjson(state: &AppState, mut payload: web::Payload) -> Result<HttpRespo
         let now = now_ms();
         let mut start = 0;
         loop {
-            let end = match carry[start..].iter().position(|b| *b == b'\n') {
+            let end = match memchr::memchr(b'\n', &carry[start..]) {
                 Some(n) => start + n,
                 None if last && start < carry.len() => carry.len(),
                 None => break,
