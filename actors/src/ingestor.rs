@@ -8,7 +8,6 @@
 //! counts events per source as it appends them, so `GET /stats` survives
 //! restarts.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
@@ -74,7 +73,8 @@ impl Ingestor {
         // in the batch; a generated id is new by construction.
         let mut repeated = vec![false; batch.len()];
         {
-            let mut seen: HashSet<&str> = HashSet::with_capacity(batch.len());
+            let mut seen: foldhash::HashSet<&str> =
+                foldhash::HashSet::with_capacity_and_hasher(batch.len(), Default::default());
             let mut ask = Vec::with_capacity(batch.len());
             for (i, admitted) in batch.iter().enumerate() {
                 let id = admitted.event.event_id.as_str();

@@ -12,7 +12,7 @@
 //! changes nothing and is handed back to the caller to be counted and kept,
 //! never dropped silently.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -176,7 +176,7 @@ pub struct WindowEngine {
     /// Open windows by (key, start).
     open: BTreeMap<(String, u64), Window>,
     /// Latest event time per source.
-    latest: HashMap<String, u64>,
+    latest: foldhash::HashMap<String, u64>,
     /// The highest watermark reached.
     watermark: Option<u64>,
     /// The earliest latest event time over sources (derived from `latest`).
@@ -381,7 +381,7 @@ impl WindowEngine {
         Self {
             spec,
             open: BTreeMap::new(),
-            latest: HashMap::new(),
+            latest: foldhash::HashMap::default(),
             watermark: None,
             slowest: None,
             next_close: None,
@@ -428,7 +428,7 @@ impl WindowEngine {
 
     /// An engine resumed from a checkpoint of the same spec.
     pub fn resume(spec: PipelineSpec, state: EngineState) -> Self {
-        let latest: HashMap<String, u64> = state.latest.into_iter().collect();
+        let latest: foldhash::HashMap<String, u64> = state.latest.into_iter().collect();
         Self {
             spec,
             open: state

@@ -84,7 +84,8 @@ struct Inner {
     /// In offset order; the last is written to.
     segments: Vec<Segment>,
     ids: IdIndex,
-    sources: BTreeMap<String, u64>,
+    /// Events per source (hashed: counted for every event appended).
+    sources: foldhash::HashMap<String, u64>,
     covered: u64,
     floor: u64,
     /// Reused encoding buffer.
@@ -131,6 +132,13 @@ impl Inner {
     }
 
     /// One more event of `source` (its name is copied only the first time).
+    fn sources_sorted(&self) -> BTreeMap<String, u64> {
+        self.sources
+            .iter()
+            .map(|(source, n)| (source.clone(), *n))
+            .collect()
+    }
+
     fn count(&mut self, source: &str) {
         match self.sources.get_mut(source) {
             Some(n) => *n += 1,
@@ -154,7 +162,7 @@ impl Inner {
             covered: self.covered,
             floor: self.floor,
             runs: self.ids.runs(),
-            sources: self.sources.clone(),
+            sources: self.sources_sorted(),
         };
         let tmp = dir.join(format!("{MANIFEST}.tmp"));
         let bytes = serde_json::to_vec(&manifest).map_err(unavailable)?;
@@ -216,7 +224,7 @@ impl EventLog {
         let mut inner = Inner {
             segments,
             ids: IdIndex::open(dir, &manifest.runs).map_err(io)?,
-            sources: manifest.sources,
+            sources: manifest.sources.into_iter().collect(),
             covered: manifest.covered,
             floor: manifest.floor,
             frame: Vec::new(),
@@ -248,7 +256,7 @@ impl EventLog {
 impl EventStore for EventLog {
     fn tail(&self) -> Result<(u64, BTreeMap<String, u64>), StoreError> {
         let inner = self.lock();
-        Ok((inner.last_offset(), inner.sources.clone()))
+        Ok((inner.last_offset(), inner.sources_sorted()))
     }
 
     fn known(&self, event_ids: &[&str]) -> Result<Vec<bool>, StoreError> {
@@ -528,7 +536,9 @@ mod tests {
     fn readers_get_the_same_batches_from_memory_and_from_disk() {
         let dir = tempfile::tempdir().expect("dir");
         let log = EventLog::open(dir.path()).expect("open");
-        for first in (1..=30).step_by(3) {
+        // Six batches of three on disk only, then RECENT in memory too.
+        let total = 3 * (RECENT as u64 + 6);
+        for first in (1..=total).step_by(3) {
             append(
                 &log,
                 &(first..first + 3)
@@ -547,7 +557,7 @@ mod tests {
         assert!(Arc::ptr_eq(&memory[0], &log.lock().recent[0]));
         assert_eq!(offsets(memory), (19..=24).collect::<Vec<_>>());
         let all = offsets(log.read(0, 100).expect("read"));
-        assert_eq!(all, (1..=30).collect::<Vec<_>>());
+        assert_eq!(all, (1..=total).collect::<Vec<_>>());
         drop(log);
         let log = EventLog::open(dir.path()).expect("reopen");
         assert_eq!(offsets(log.read(0, 100).expect("read")), all);
@@ -555,7 +565,7 @@ mod tests {
             offsets(log.read(20, 4).expect("read")),
             (19..=24).collect::<Vec<_>>()
         );
-        assert!(log.read(30, 10).expect("read").is_empty());
+        assert!(log.read(total, 10).expect("read").is_empty());
     }
 
     #[test]
