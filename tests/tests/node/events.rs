@@ -204,6 +204,34 @@ fn bad_events_get_clear_errors_and_nothing_half_applied() {
     assert_eq!(reply.body["field"], "event_type");
     assert!(reply.text.contains("line 2"), "{}", reply.text);
 
+    // A bad line after several chunks (the node writes one chunk while it
+    // parses the next): every line before it is kept, in order.
+    let before = stats(&cluster)["events"].as_u64().unwrap_or_default();
+    let body = format!(
+        "{}{{\"source\": oops}}\n",
+        lines(5_000, |_| "chunked".into())
+    );
+    let reply = ndjson(&cluster, "/v1/events", &body);
+    assert_eq!(reply.status, 400, "{}", reply.text);
+    assert!(reply.text.contains("line 5001"), "{}", reply.text);
+    assert!(
+        reply.text.contains("5000 events before it were accepted"),
+        "{}",
+        reply.text
+    );
+    assert_eq!(stats(&cluster)["events"], before + 5_000);
+    let page = cluster.get("n1", "/v1/events?source=chunked&limit=1000");
+    let values: Vec<u64> = page.body["events"]
+        .as_array()
+        .map(|events| {
+            events
+                .iter()
+                .filter_map(|e| e["data"]["value"].as_u64())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(values, (0..1_000).collect::<Vec<_>>());
+
     // Over the configured limit, streamed: 413.
     let reply = ndjson(&cluster, "/v1/events", &lines(20_000, |_| "big".into()));
     assert_eq!(reply.status, 413, "{}", reply.text);
