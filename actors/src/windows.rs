@@ -158,6 +158,19 @@ struct Window {
     accs: Vec<Acc>,
 }
 
+impl Window {
+    /// Counts an event reaching to `end` with `values`, one per aggregate.
+    fn fold(&mut self, end: u64, values: &[Option<f64>]) {
+        self.end = self.end.max(end);
+        self.events += 1;
+        for (acc, value) in self.accs.iter_mut().zip(values) {
+            if let Some(v) = value {
+                acc.add(*v);
+            }
+        }
+    }
+}
+
 /// An engine's state without its spec, for checkpoints.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct EngineState {
@@ -538,28 +551,23 @@ impl WindowEngine {
             probe.1 = start;
             let close = end.saturating_add(lateness);
             self.next_close = Some(self.next_close.map_or(close, |c| c.min(close)));
-            if !self.open.contains_key(probe) {
-                let window = Window {
-                    end,
-                    events: 0,
-                    accs: self
-                        .spec
-                        .aggregates
-                        .iter()
-                        .map(|a| Acc::for_op(a.op))
-                        .collect(),
-                };
-                // The key is copied only for a window that is new.
-                self.open.insert(probe.clone(), window);
-            }
-            let Some(window) = self.open.get_mut(probe) else {
-                continue;
-            };
-            window.end = window.end.max(end);
-            window.events += 1;
-            for (acc, value) in window.accs.iter_mut().zip(values.iter()) {
-                if let Some(v) = value {
-                    acc.add(*v);
+            // One lookup for a window that is open; the key is copied only
+            // for a window that is new.
+            match self.open.get_mut(probe) {
+                Some(window) => window.fold(end, values),
+                None => {
+                    let mut window = Window {
+                        end,
+                        events: 0,
+                        accs: self
+                            .spec
+                            .aggregates
+                            .iter()
+                            .map(|a| Acc::for_op(a.op))
+                            .collect(),
+                    };
+                    window.fold(end, values);
+                    self.open.insert(probe.clone(), window);
                 }
             }
         }
