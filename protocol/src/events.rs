@@ -27,13 +27,37 @@ pub struct EventIn {
 }
 
 /// Event time as sent: a number of ms or an RFC 3339 string.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum EventTime {
     /// Milliseconds since the Unix epoch.
     Millis(u64),
     /// RFC 3339, e.g. `2026-11-23T12:00:00Z`.
     Text(String),
+}
+
+/// By hand rather than `untagged`: serde buffers an untagged value before
+/// trying each variant, which was a sixth of parsing an event.
+impl<'de> Deserialize<'de> for EventTime {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Time;
+        impl serde::de::Visitor<'_> for Time {
+            type Value = EventTime;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("ms since the Unix epoch or an RFC 3339 string")
+            }
+            fn visit_u64<E: serde::de::Error>(self, ms: u64) -> Result<EventTime, E> {
+                Ok(EventTime::Millis(ms))
+            }
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<EventTime, E> {
+                Ok(EventTime::Text(text.to_owned()))
+            }
+            fn visit_string<E: serde::de::Error>(self, text: String) -> Result<EventTime, E> {
+                Ok(EventTime::Text(text))
+            }
+        }
+        deserializer.deserialize_any(Time)
+    }
 }
 
 /// An event as the log keeps it.
@@ -112,4 +136,33 @@ pub struct IngestStats {
     pub duplicates: u64,
     /// Events in the log per source.
     pub sources: BTreeMap<String, u64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_times_are_ms_or_text_and_nothing_else() {
+        let time = |json: &str| serde_json::from_str::<EventTime>(json);
+        assert_eq!(
+            time("1767225600000").ok(),
+            Some(EventTime::Millis(1_767_225_600_000))
+        );
+        assert_eq!(
+            time(r#""2026-01-01T00:00:00Z""#).ok(),
+            Some(EventTime::Text("2026-01-01T00:00:00Z".into()))
+        );
+        for bad in ["-1", "1.5", "true", "null", "[1]", "{}"] {
+            let err = time(bad).expect_err(bad);
+            assert!(
+                err.to_string().contains("ms since the Unix epoch"),
+                "{bad}: {err}"
+            );
+        }
+        for time in [EventTime::Millis(5), EventTime::Text("x".into())] {
+            let json = serde_json::to_string(&time).expect("serialize");
+            assert_eq!(serde_json::from_str::<EventTime>(&json).ok(), Some(time));
+        }
+    }
 }
