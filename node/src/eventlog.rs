@@ -131,7 +131,7 @@ impl Inner {
         Ok(())
     }
 
-    /// One more event of `source` (its name is copied only the first time).
+    /// Events per source, in name order.
     fn sources_sorted(&self) -> BTreeMap<String, u64> {
         self.sources
             .iter()
@@ -139,6 +139,7 @@ impl Inner {
             .collect()
     }
 
+    /// One more event of `source` (its name is copied only the first time).
     fn count(&mut self, source: &str) {
         match self.sources.get_mut(source) {
             Some(n) => *n += 1,

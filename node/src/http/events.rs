@@ -17,7 +17,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use futures::StreamExt;
-use ractor::rpc::CallResult;
 use tokio::sync::oneshot;
 use troupe_actors::ingest::{admit, Admitted};
 use troupe_actors::ingestor::IngestorMsg;
@@ -45,58 +44,68 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-async fn ask<T: Send + 'static>(
+/// A message sent to the ingestor, its answer still to come.
+struct Pending<T>(oneshot::Receiver<T>);
+
+/// Sends the ingestor a message without waiting for the answer.
+fn send<T: Send + 'static>(
     state: &AppState,
     build: impl FnOnce(ractor::RpcReplyPort<T>) -> IngestorMsg,
-) -> Result<T, ApiError> {
-    let ingestor = state
-        .directory
-        .get::<IngestorMsg>(INGESTOR)
-        .ok_or_else(|| ApiError::unavailable("the ingestor is restarting"))?;
-    match ingestor.call(build, Some(INGESTOR_TIMEOUT)).await {
-        Ok(CallResult::Success(answer)) => Ok(answer),
-        _ => Err(ApiError::unavailable("the ingestor did not answer")),
-    }
-}
-
-/// A batch handed to the ingestor, its answer still to come.
-struct Appending(Option<oneshot::Receiver<Result<IngestReply, StoreError>>>);
-
-/// Hands a batch to the ingestor (appended all or nothing, not yet
-/// flushed) without waiting for it, so that an NDJSON body's next chunk
-/// is parsed while this one is written.
-fn dispatch(state: &AppState, batch: Vec<Admitted>) -> Result<Appending, ApiError> {
-    if batch.is_empty() {
-        return Ok(Appending(None));
-    }
+) -> Result<Pending<T>, ApiError> {
     let ingestor = state
         .directory
         .get::<IngestorMsg>(INGESTOR)
         .ok_or_else(|| ApiError::unavailable("the ingestor is restarting"))?;
     let (port, answer) = oneshot::channel();
     ingestor
-        .cast(IngestorMsg::Append(batch, port.into()))
+        .cast(build(port.into()))
         .map_err(|_| ApiError::unavailable("the ingestor is restarting"))?;
-    Ok(Appending(Some(answer)))
+    Ok(Pending(answer))
 }
 
-impl Appending {
-    /// What the ingestor made of the batch.
-    async fn answer(self) -> Result<IngestReply, ApiError> {
-        let Some(answer) = self.0 else {
-            return Ok(IngestReply::default());
-        };
-        match tokio::time::timeout(INGESTOR_TIMEOUT, answer).await {
-            Ok(Ok(Ok(reply))) => Ok(reply),
-            Ok(Ok(Err(e))) => Err(ApiError::unavailable(e.to_string())),
+impl<T> Pending<T> {
+    async fn answer(self) -> Result<T, ApiError> {
+        match tokio::time::timeout(INGESTOR_TIMEOUT, self.0).await {
+            Ok(Ok(answer)) => Ok(answer),
             _ => Err(ApiError::unavailable("the ingestor did not answer")),
         }
     }
 }
 
+async fn ask<T: Send + 'static>(
+    state: &AppState,
+    build: impl FnOnce(ractor::RpcReplyPort<T>) -> IngestorMsg,
+) -> Result<T, ApiError> {
+    send(state, build)?.answer().await
+}
+
+/// A batch handed to the ingestor (none for an empty batch).
+type Appending = Option<Pending<Result<IngestReply, StoreError>>>;
+
+/// Hands a batch to the ingestor (appended all or nothing, not yet
+/// flushed) without waiting, so that an NDJSON body's next chunk is
+/// parsed while this one is written.
+fn dispatch(state: &AppState, batch: Vec<Admitted>) -> Result<Appending, ApiError> {
+    if batch.is_empty() {
+        return Ok(None);
+    }
+    send(state, |reply| IngestorMsg::Append(batch, reply)).map(Some)
+}
+
+/// What the ingestor made of a batch.
+async fn appended(appending: Appending) -> Result<IngestReply, ApiError> {
+    match appending {
+        None => Ok(IngestReply::default()),
+        Some(pending) => pending
+            .answer()
+            .await?
+            .map_err(|e| ApiError::unavailable(e.to_string())),
+    }
+}
+
 /// Appends a batch (all or nothing); not yet flushed.
 async fn append(state: &AppState, batch: Vec<Admitted>) -> Result<IngestReply, ApiError> {
-    dispatch(state, batch)?.answer().await
+    appended(dispatch(state, batch)?).await
 }
 
 /// Makes what was appended to the event log durable.
@@ -196,7 +205,7 @@ async fn ndjson(state: &AppState, mut payload: web::Payload) -> Result<HttpRespo
     let mut line: u64 = 0;
     let mut received: u64 = 0;
     let mut failure: Option<ApiError> = None;
-    let mut in_flight = Appending(None);
+    let mut in_flight: Appending = None;
     'body: loop {
         let next = payload.next().await;
         let last = next.is_none();
@@ -240,7 +249,7 @@ async fn ndjson(state: &AppState, mut payload: web::Payload) -> Result<HttpRespo
                     &mut in_flight,
                     dispatch(state, std::mem::take(&mut pending))?,
                 );
-                reply.absorb(previous.answer().await?);
+                reply.absorb(appended(previous).await?);
             }
         }
         carry.drain(..start);
@@ -250,7 +259,7 @@ async fn ndjson(state: &AppState, mut payload: web::Payload) -> Result<HttpRespo
         }
     }
     // What came before a bad line is kept: the client resends after it.
-    reply.absorb(in_flight.answer().await?);
+    reply.absorb(appended(in_flight).await?);
     reply.absorb(append(state, pending).await?);
     flush(state).await?;
     match failure {
