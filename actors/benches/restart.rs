@@ -88,6 +88,7 @@ fn restart(c: &mut Criterion) {
             backoff_max: Duration::ZERO,
         },
         shards: 2,
+        windows_runtime: None,
         pipelines: Vec::new(),
         sink: None,
         pool: PoolGauges::new(2),

@@ -79,6 +79,8 @@ pub struct NodeTreeConfig {
     pub policy: RestartPolicy,
     /// Number of window shards under `ingest`.
     pub shards: usize,
+    /// Where the window shards run, if not on the tree's runtime.
+    pub windows_runtime: Option<tokio::runtime::Handle>,
     /// The pipelines of the config (each on the shard [`shard_of`] names).
     pub pipelines: Vec<PipelineSpec>,
     /// The external results sink (PostgreSQL), if configured, and its
@@ -166,7 +168,11 @@ fn node_children(config: &NodeTreeConfig, directory: &ActorDirectory) -> Vec<Chi
             outbox: config.sink.is_some(),
             watermarks: Arc::clone(&watermarks),
         };
-        ChildSpec::worker(format!("shard-{k}"), shard, || ())
+        let spec = ChildSpec::worker(format!("shard-{k}"), shard, || ());
+        match &config.windows_runtime {
+            Some(runtime) => spec.on_runtime(runtime.clone()),
+            None => spec,
+        }
     }));
     let mut children = vec![
         ChildSpec::worker("membership", config.membership.clone(), || ()),

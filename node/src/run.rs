@@ -41,6 +41,53 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(15);
 /// Window shards under `node/ingest`; pipeline i runs on shard i mod this.
 const INGEST_SHARDS: usize = 2;
 
+/// How much lower the window shards' thread runs than the rest (a nice
+/// value: 0 is normal, 19 the lowest).
+const WINDOWS_NICE: i32 = 10;
+
+/// The window shards' runtime: one thread at a lower OS priority.
+/// Acknowledging events is what a client waits for; a shard that is
+/// behind reads the log at its own pace (its results do not depend on
+/// when it computes them). At equal priority the shards took half of a
+/// 2-core node while NDJSON ingestion ran; this way ingestion runs at
+/// full speed during a burst and the windows catch up after it. With no
+/// ingestion, the shards have the cores to themselves.
+fn windows_runtime() -> std::io::Result<SideRuntime> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("troupe-windows")
+        .on_thread_start(|| {
+            // SAFETY: setpriority only changes the scheduling priority of
+            // the calling thread (Linux keeps a nice value per thread).
+            let done = unsafe { libc::setpriority(libc::PRIO_PROCESS as _, 0, WINDOWS_NICE) };
+            if done != 0 {
+                tracing::warn!("could not lower the window shards' priority");
+            }
+        })
+        .enable_all()
+        .build()?;
+    Ok(SideRuntime(Some(runtime)))
+}
+
+/// A runtime beside the main one, shut down without waiting when the node
+/// stops (a runtime may not be dropped inside another; its actors have
+/// stopped with the tree by then).
+struct SideRuntime(Option<tokio::runtime::Runtime>);
+
+impl SideRuntime {
+    fn handle(&self) -> Option<tokio::runtime::Handle> {
+        self.0.as_ref().map(|r| r.handle().clone())
+    }
+}
+
+impl Drop for SideRuntime {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
 /// What membership gossips about this node every period: CPU load, and
 /// the worker pool's queue depth and size.
 fn node_stats(pool: Arc<PoolGauges>) -> StatsProbe {
@@ -187,6 +234,7 @@ pub async fn run(
             Arc::new(std::sync::Mutex::new(SinkHealth::default())),
         )
     });
+    let windows = windows_runtime().context("could not start the window shards' runtime")?;
     let tree_config = NodeTreeConfig {
         node_id: Arc::clone(&node_id),
         storage: Arc::clone(&storage_handle),
@@ -206,6 +254,7 @@ pub async fn run(
         fire: TaskRouter::fire_fn(&router),
         policy: config.supervision.policy(),
         shards: INGEST_SHARDS,
+        windows_runtime: windows.handle(),
         pipelines: config.pipelines.clone(),
         sink: sink.clone(),
         pool,

@@ -157,6 +157,24 @@ impl ChildSpec {
         }
     }
 
+    /// Runs every incarnation on `runtime` (its handlers, timers and the
+    /// tasks it spawns) instead of the supervisor's.
+    pub fn on_runtime(mut self, runtime: tokio::runtime::Handle) -> Self {
+        let start = self.start;
+        self.start = Arc::new(move |place: ActorPath, supervisor: ActorCell| {
+            let spawn = start(place, supervisor);
+            let runtime = runtime.clone();
+            let fut: BoxFuture<'static, Result<ActorCell, SpawnErr>> = Box::pin(async move {
+                runtime
+                    .spawn(spawn)
+                    .await
+                    .map_err(|e| SpawnErr::StartupFailed(e.into()))?
+            });
+            fut
+        });
+        self
+    }
+
     /// A nested supervisor with its own strategy, policy and children.
     pub fn supervisor(name: impl Into<String>, args: SupervisorArgs) -> Self {
         let name = name.into();

@@ -300,3 +300,57 @@ async fn a_crashed_leaf_serves_again_well_under_50_ms() {
     println!("leaf restart to serving: p50 {p50:?}, max {max:?} over {RUNS} runs");
     assert!(p50 < Duration::from_millis(50), "p50 restart took {p50:?}");
 }
+
+/// Records the thread each incarnation starts on.
+#[derive(Clone, Default)]
+struct Placed {
+    threads: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Actor for Placed {
+    type Msg = ProbeMsg;
+    type State = ();
+    type Arguments = ();
+
+    async fn pre_start(&self, _: ActorRef<ProbeMsg>, _: ()) -> Result<(), ActorProcessingErr> {
+        let thread = std::thread::current().name().unwrap_or_default().to_owned();
+        self.threads
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(thread);
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<ProbeMsg>,
+        message: ProbeMsg,
+        state: &mut (),
+    ) -> Result<(), ActorProcessingErr> {
+        Probe::default().handle(myself, message, state).await
+    }
+}
+
+#[tokio::test]
+async fn a_child_placed_on_another_runtime_starts_and_restarts_there() {
+    let side = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("side")
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let placed = Placed::default();
+    let spec = ChildSpec::worker("placed", placed.clone(), || ()).on_runtime(side.handle().clone());
+    let (_, mut specs) = probes(&["here"]);
+    specs.push(spec);
+    let tree = start_tree(Strategy::OneForOne, RestartPolicy::default(), specs).await;
+    tree.crash("root/placed").await.expect("fault delivered");
+    tree.await_restarts("root/placed", 1).await;
+    assert!(
+        tree.ping("root/placed").await,
+        "restarted child serves again"
+    );
+    let threads = placed.threads.lock().map(|t| t.clone()).unwrap_or_default();
+    assert_eq!(threads, ["side", "side"]);
+    side.shutdown_background();
+}
