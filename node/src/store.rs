@@ -91,11 +91,7 @@ impl SledStorage {
                 | sled::Error::Unsupported(_)
                 | sled::Error::ReportableBug(_),
             ) => {
-                let aside = data_dir.join(format!("store.corrupt-{}", stamp()));
-                std::fs::rename(&dir, &aside).map_err(|source| OpenError::MoveAside {
-                    dir: dir.clone(),
-                    source,
-                })?;
+                let aside = move_aside(data_dir, "store")?;
                 tracing::error!(moved_to = %aside.display(), "store was corrupt; starting empty");
                 open(&dir)
                     .map(|db| Self { db, events })
@@ -111,10 +107,16 @@ impl SledStorage {
     }
 }
 
-fn stamp() -> u64 {
-    SystemTime::now()
+/// Renames `data_dir/name` to `data_dir/name.corrupt-<unix seconds>`,
+/// kept for inspection; returns the new path.
+fn move_aside(data_dir: &Path, name: &str) -> Result<PathBuf, OpenError> {
+    let stamp = SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+        .map_or(0, |d| d.as_secs());
+    let dir = data_dir.join(name);
+    let aside = data_dir.join(format!("{name}.corrupt-{stamp}"));
+    std::fs::rename(&dir, &aside).map_err(|source| OpenError::MoveAside { dir, source })?;
+    Ok(aside)
 }
 
 /// Opens the event log; one whose files cannot be read as a log (a damaged
@@ -124,11 +126,7 @@ fn open_events(data_dir: &Path) -> Result<EventLog, OpenError> {
     let dir = data_dir.join("events");
     match EventLog::open(&dir) {
         Err(e @ (LogError::Frame(FrameError::Corrupt { .. }) | LogError::Manifest { .. })) => {
-            let aside = data_dir.join(format!("events.corrupt-{}", stamp()));
-            std::fs::rename(&dir, &aside).map_err(|source| OpenError::MoveAside {
-                dir: dir.clone(),
-                source,
-            })?;
+            let aside = move_aside(data_dir, "events")?;
             tracing::error!(error = %e, moved_to = %aside.display(), "event log was corrupt; starting empty");
             Ok(EventLog::open(&dir)?)
         }
@@ -580,13 +578,7 @@ mod tests {
         let storage = SledStorage::open(dir.path()).expect("open");
         let (last, sources) = storage.events().expect("log").tail().expect("tail");
         assert_eq!((last, sources.len()), (0, 0));
-        assert!(std::fs::read_dir(dir.path())
-            .expect("list")
-            .filter_map(Result::ok)
-            .any(|e| e
-                .file_name()
-                .to_string_lossy()
-                .starts_with("events.corrupt-")));
+        assert!(has_entry(dir.path(), "events.corrupt-"));
     }
 
     #[test]
@@ -597,27 +589,24 @@ mod tests {
             .err()
             .expect("second open fails");
         assert!(matches!(err, OpenError::Sled { .. }), "{err}");
-        assert!(!std::fs::read_dir(dir.path())
-            .expect("list")
-            .filter_map(Result::ok)
-            .any(|e| e
-                .file_name()
-                .to_string_lossy()
-                .starts_with("store.corrupt-")));
+        assert!(!has_entry(dir.path(), "store.corrupt-"));
     }
 
     fn assert_moved_aside_and_empty(dir: &Path) {
         let storage = SledStorage::open(dir).expect("opens after moving aside");
         assert_eq!(storage.tasks().expect("tree").get("a").expect("get"), None);
         storage.check().expect("usable");
-        let moved = std::fs::read_dir(dir)
+        assert!(
+            has_entry(dir, "store.corrupt-"),
+            "corrupt store kept for inspection"
+        );
+    }
+
+    /// Whether `dir` holds an entry whose name starts with `prefix`.
+    fn has_entry(dir: &Path, prefix: &str) -> bool {
+        std::fs::read_dir(dir)
             .expect("list")
             .filter_map(Result::ok)
-            .any(|e| {
-                e.file_name()
-                    .to_string_lossy()
-                    .starts_with("store.corrupt-")
-            });
-        assert!(moved, "corrupt store kept for inspection");
+            .any(|e| e.file_name().to_string_lossy().starts_with(prefix))
     }
 }
