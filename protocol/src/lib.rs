@@ -12,6 +12,7 @@ pub mod events;
 pub mod health;
 pub mod payload;
 pub mod pipelines;
+pub mod plugins;
 pub mod schedules;
 pub mod tasks;
 pub mod wire;
@@ -23,6 +24,7 @@ pub use events::{Event, EventIn, EventPage, EventTime, IngestReply, IngestStats}
 pub use health::{Health, Readiness, SinkHealth};
 pub use payload::Payload;
 pub use pipelines::{AggregateOp, AggregateSpec, PipelineSpec, WindowResult, WindowSpec};
+pub use plugins::{NodePlugins, PluginId, PluginInfo, PluginList, PluginMetrics};
 pub use schedules::{CreateSchedule, ScheduleRecord, ScheduleStatus};
 pub use tasks::{
     Attempt, Backoff, Priority, SubmitTask, TaskAccepted, TaskPage, TaskRecord, TaskState, Workers,
