@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, Criterion};
 use ractor::rpc::CallResult;
 use troupe_actors::membership::{LoneGossip, Membership};
-use troupe_actors::plugins::PluginRegistryMsg;
+use troupe_actors::placement::Catalogue;
+use troupe_actors::plugins::{PluginHost, PluginRegistryMsg};
+use troupe_plugin::{Plugins, Scope};
 use troupe_actors::scheduler::ClusterLink;
 use troupe_actors::store::MemoryStorage;
 use troupe_actors::supervisor::{RestartPolicy, SupervisorMsg};
@@ -58,6 +60,7 @@ fn restart(c: &mut Criterion) {
         .build()
         .expect("tokio runtime");
     let (live_tx, live_rx) = tokio::sync::watch::channel(vec!["bench".to_owned()]);
+    let (catalogue_tx, catalogue_rx) = tokio::sync::watch::channel(Catalogue::new());
     let config = NodeTreeConfig {
         node_id: Arc::from("bench"),
         storage: Arc::new(MemoryStorage::default()),
@@ -72,9 +75,11 @@ fn restart(c: &mut Criterion) {
             leave_linger: Duration::ZERO,
             stats: Arc::new(Vec::new),
             live: Arc::new(live_tx),
+            catalogue: Arc::new(catalogue_tx),
         },
         cluster: ClusterLink {
             live: live_rx,
+            catalogue: catalogue_rx,
             replication: 1,
             replicate: Arc::new(|_, _| {}),
         },
@@ -93,6 +98,8 @@ fn restart(c: &mut Criterion) {
         sink: None,
         pool: PoolGauges::new(2),
         stuck_after: STUCK_AFTER,
+        plugins: Arc::new(PluginHost::new(Plugins::load(&[]).expect("plugins load"))),
+        resources: Arc::new(Scope::builder),
     };
     let tree = runtime
         .block_on(tree::start("bench", &config))

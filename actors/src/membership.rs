@@ -17,7 +17,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use futures::future::BoxFuture;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio::time::Instant;
+use troupe_protocol::plugins::decode_catalogue;
 use troupe_protocol::{Member, MemberState};
+
+use crate::placement::Catalogue;
 
 /// Published key: the node's HTTP address.
 pub const KEY_HTTP: &str = "http";
@@ -227,12 +230,7 @@ impl MemberTable {
                     plugins: obs
                         .keys
                         .get(KEY_PLUGINS)
-                        .map(|p| {
-                            p.split(',')
-                                .filter(|s| !s.is_empty())
-                                .map(str::to_owned)
-                                .collect()
-                        })
+                        .map(|p| decode_catalogue(p))
                         .unwrap_or_default(),
                     last_heard_ms: if is_self {
                         0
@@ -315,6 +313,8 @@ pub struct Membership {
     /// Ids of the nodes that can own tasks (alive or suspect, not dead or
     /// left), sorted; placement reads it.
     pub live: Arc<tokio::sync::watch::Sender<Vec<String>>>,
+    /// The plugins each of those nodes runs; updated before `live`.
+    pub catalogue: Arc<tokio::sync::watch::Sender<Catalogue>>,
 }
 
 /// The membership actor's state.
@@ -372,6 +372,18 @@ impl Membership {
             .map(|m| m.id.clone())
             .collect();
         live.sort();
+        let catalogue: Catalogue = members
+            .iter()
+            .filter(|m| live.contains(&m.id))
+            .map(|m| (m.id.clone(), m.plugins.clone()))
+            .collect();
+        self.catalogue.send_if_modified(|current| {
+            let changed = *current != catalogue;
+            if changed {
+                *current = catalogue;
+            }
+            changed
+        });
         self.live.send_if_modified(|current| {
             let changed = *current != live;
             if changed {

@@ -4,6 +4,43 @@
 //! key) and agrees on the order without talking: the first is the owner,
 //! the next R-1 hold replicas. When a node goes, only the keys it owned
 //! move, each to the next node in its own order — its first replica.
+//!
+//! Only nodes that run a task's plugin, in a version the task accepts,
+//! take part in its order ([`eligible`]): the gossiped [`Catalogue`] says
+//! which those are.
+
+use std::collections::BTreeMap;
+
+use semver::{Version, VersionReq};
+use troupe_protocol::plugins::PluginId;
+
+/// Which plugins (and versions) each live node runs, by node id.
+pub type Catalogue = BTreeMap<String, Vec<PluginId>>;
+
+/// Whether plugin `version` satisfies `wanted` (any version if `None`).
+pub fn compatible(version: &str, wanted: Option<&VersionReq>) -> bool {
+    wanted.is_none_or(|req| Version::parse(version).is_ok_and(|v| req.matches(&v)))
+}
+
+/// The nodes of `live` that run plugin `kind` in a version `wanted`
+/// accepts, in `live`'s order.
+pub fn eligible(
+    live: &[String],
+    catalogue: &Catalogue,
+    kind: &str,
+    wanted: Option<&VersionReq>,
+) -> Vec<String> {
+    live.iter()
+        .filter(|node| {
+            catalogue.get(*node).is_some_and(|plugins| {
+                plugins
+                    .iter()
+                    .any(|p| p.name == kind && compatible(&p.version, wanted))
+            })
+        })
+        .cloned()
+        .collect()
+}
 
 /// A stable 64-bit hash (FNV-1a, then a SplitMix64 finaliser so that
 /// nearby inputs spread evenly). Stable across builds, unlike std's hasher,
@@ -37,6 +74,30 @@ mod tests {
 
     fn nodes(ids: &[&str]) -> Vec<String> {
         ids.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn only_nodes_with_a_compatible_plugin_are_eligible() {
+        let id = |name: &str, version: &str| PluginId {
+            name: name.into(),
+            version: version.into(),
+        };
+        let catalogue: Catalogue = [
+            ("n1".to_owned(), vec![id("echo", "1.0.0"), id("sql", "1.4.0")]),
+            ("n2".to_owned(), vec![id("echo", "1.0.0"), id("sql", "2.0.0")]),
+            ("n3".to_owned(), vec![id("echo", "1.0.0")]),
+        ]
+        .into_iter()
+        .collect();
+        let live = nodes(&["n1", "n2", "n3", "n4"]);
+        assert_eq!(eligible(&live, &catalogue, "echo", None), ["n1", "n2", "n3"]);
+        assert_eq!(eligible(&live, &catalogue, "sql", None), ["n1", "n2"]);
+        let v1 = VersionReq::parse("^1.2").expect("req");
+        assert_eq!(eligible(&live, &catalogue, "sql", Some(&v1)), ["n1"]);
+        let v3 = VersionReq::parse(">=3").expect("req");
+        assert!(eligible(&live, &catalogue, "sql", Some(&v3)).is_empty());
+        assert!(eligible(&live, &catalogue, "teleport", None).is_empty());
+        assert!(eligible(&nodes(&["n3"]), &catalogue, "sql", None).is_empty());
     }
 
     #[test]

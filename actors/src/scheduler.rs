@@ -23,14 +23,16 @@ use ractor::factory::{FactoryMessage, Job};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use semver::VersionReq;
+use troupe_plugin::LoadedPlugin;
 use troupe_protocol::wire::PlacedTask;
 use troupe_protocol::{Attempt, SubmitTask, TaskAccepted, TaskPage, TaskRecord, TaskState};
 
 use crate::directory::ActorDirectory;
-use crate::placement::{rendezvous_order, rendezvous_owner};
+use crate::placement::{compatible, eligible, rendezvous_order, rendezvous_owner, Catalogue};
+use crate::plugins::PluginHost;
 use crate::store::{Inserted, Storage, StoreError, TaskStore};
 use crate::tasks::gauges::PoolGauges;
-use crate::tasks::kinds;
 use crate::tasks::worker::{AttemptReport, Outcome, TaskJob};
 use crate::tree::WORKERS;
 
@@ -158,6 +160,8 @@ pub struct Scheduler {
     pub pool: Arc<PoolGauges>,
     /// The rest of the cluster, for replicas and rebalancing.
     pub cluster: ClusterLink,
+    /// The plugins that check submissions' input.
+    pub plugins: Arc<PluginHost>,
 }
 
 /// Queues a record for a node's replica store, without waiting.
@@ -168,6 +172,8 @@ pub type ReplicateFn = Arc<dyn Fn(&str, TaskRecord) + Send + Sync>;
 pub struct ClusterLink {
     /// Ids of the nodes that can own tasks, sorted.
     pub live: tokio::sync::watch::Receiver<Vec<String>>,
+    /// Which plugins each of them runs.
+    pub catalogue: tokio::sync::watch::Receiver<Catalogue>,
     /// Copies of each task record, owner included.
     pub replication: usize,
     /// Hands records to another node's replica store.
@@ -201,9 +207,36 @@ fn count(event: &'static str) {
     metrics::counter!("troupe_tasks_total", "event" => event).increment(1);
 }
 
+/// The version requirement a task puts on its plugin.
+pub fn wanted_version(task: &SubmitTask) -> Result<Option<VersionReq>, SchedulerError> {
+    task.version
+        .as_deref()
+        .map(|v| {
+            VersionReq::parse(v).map_err(|e| SchedulerError::Invalid {
+                field: "version".into(),
+                reason: format!("not a semver requirement (like ^1.2): {e}"),
+            })
+        })
+        .transpose()
+}
+
+/// This node's plugin for `task`, if it runs the task's kind in a version
+/// the task accepts.
+pub fn local_plugin<'a>(
+    task: &SubmitTask,
+    plugins: &'a PluginHost,
+) -> Result<Option<&'a Arc<LoadedPlugin>>, SchedulerError> {
+    let wanted = wanted_version(task)?;
+    Ok(plugins
+        .get(&task.kind)
+        .filter(|p| compatible(p.version(), wanted.as_ref())))
+}
+
 /// Checks a submission on its own (not its dependencies, which only the
-/// owner can see); any node runs this before placing a task.
-pub fn validate(task: &SubmitTask) -> Result<(), SchedulerError> {
+/// owner can see), and its input if `plugin` — this node's plugin for its
+/// kind — is given. Any node runs this before placing a task; the owner
+/// runs it again with its plugin.
+pub fn validate(task: &SubmitTask, plugin: Option<&LoadedPlugin>) -> Result<(), SchedulerError> {
     let invalid = |field: &str, reason: String| SchedulerError::Invalid {
         field: field.to_owned(),
         reason,
@@ -211,8 +244,13 @@ pub fn validate(task: &SubmitTask) -> Result<(), SchedulerError> {
     if task.kind.is_empty() {
         return Err(invalid("kind", "must not be empty".into()));
     }
-    kinds::validate(&task.kind, &task.input)
-        .map_err(|(field, reason)| SchedulerError::Invalid { field, reason })?;
+    wanted_version(task)?;
+    if let Some(plugin) = plugin {
+        plugin.check(&task.input).map_err(|e| SchedulerError::Invalid {
+            field: e.field,
+            reason: e.reason,
+        })?;
+    }
     if let Some(key) = &task.key {
         if key.is_empty() || key.len() > MAX_KEY_LEN {
             return Err(invalid("key", format!("must be 1 to {MAX_KEY_LEN} bytes")));
@@ -343,7 +381,19 @@ impl Scheduler {
     }
 
     fn check(&self, state: &SchedulerState, task: &SubmitTask) -> Result<(), SchedulerError> {
-        validate(task)?;
+        let plugin = local_plugin(task, &self.plugins)?.ok_or_else(|| SchedulerError::Invalid {
+            field: "kind".into(),
+            reason: format!(
+                "node {} does not run plugin {:?}{}",
+                self.node_id,
+                task.kind,
+                task.version
+                    .as_deref()
+                    .map(|v| format!(" in a version matching {v}"))
+                    .unwrap_or_default()
+            ),
+        })?;
+        validate(task, Some(plugin))?;
         for (i, dep) in task.depends_on.iter().enumerate() {
             if Self::state_of(state, dep)?.is_none() {
                 return Err(SchedulerError::Invalid {
@@ -403,7 +453,7 @@ impl Scheduler {
 
     /// Copies `record` to the other nodes of its replica set, without waiting.
     fn replicate(&self, record: &TaskRecord) {
-        let live = self.cluster.live.borrow().clone();
+        let live = self.placement(record);
         for node in rendezvous_order(&record.key, &live)
             .into_iter()
             .take(self.cluster.replication)
@@ -411,6 +461,22 @@ impl Scheduler {
         {
             (self.cluster.replicate)(node, record.clone());
         }
+    }
+
+    /// The live nodes that could run `record`: its owner and replicas
+    /// come from these, in rendezvous order.
+    fn placement(&self, record: &TaskRecord) -> Vec<String> {
+        let live = self.cluster.live.borrow().clone();
+        let wanted = record
+            .version
+            .as_deref()
+            .and_then(|v| VersionReq::parse(v).ok());
+        eligible(
+            &live,
+            &self.cluster.catalogue.borrow(),
+            &record.kind,
+            wanted.as_ref(),
+        )
     }
 
     /// After a membership change: adopt the tasks whose owner is gone and
@@ -430,7 +496,8 @@ impl Scheduler {
         let mut adopted = 0;
         let me = &*self.node_id;
         let orphans = state.tasks.matching(&|record| {
-            !live.contains(&record.owner) && rendezvous_owner(&record.key, &live) == Some(me)
+            !live.contains(&record.owner)
+                && rendezvous_owner(&record.key, &self.placement(record)) == Some(me)
         })?;
         for mut record in orphans {
             record.owner = me.to_owned();

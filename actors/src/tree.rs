@@ -29,7 +29,7 @@ use troupe_protocol::PipelineSpec;
 use crate::directory::{ActorDirectory, ActorPath};
 use crate::ingestor::Ingestor;
 use crate::membership::Membership;
-use crate::plugins::PluginRegistry;
+use crate::plugins::{PluginHost, PluginRegistry, ResourcePlan};
 use crate::scheduler::{ClusterLink, Scheduler, MAX_TIMEOUT};
 use crate::schedules::{FireFn, Schedules};
 use crate::shard::{shard_of, LiveWatermarks, WindowShard};
@@ -91,6 +91,10 @@ pub struct NodeTreeConfig {
     /// A worker busy on one attempt for longer than this is stuck and is
     /// replaced (its attempt counts as crashed).
     pub stuck_after: Duration,
+    /// The plugins this node runs.
+    pub plugins: Arc<PluginHost>,
+    /// The resources the plugin registry holds for them.
+    pub resources: ResourcePlan,
 }
 
 /// The pool that runs task attempts.
@@ -101,14 +105,16 @@ pub type TaskPool =
 /// than the largest timeout.
 pub const STUCK_AFTER: Duration = MAX_TIMEOUT.saturating_add(Duration::from_secs(30));
 
-fn pool_spec(gauges: Arc<PoolGauges>, stuck_after: Duration) -> ChildSpec {
+fn pool_spec(gauges: Arc<PoolGauges>, host: Arc<PluginHost>, stuck_after: Duration) -> ChildSpec {
     ChildSpec::stoppable("workers", move || {
         let worker_gauges = Arc::clone(&gauges);
+        let host = Arc::clone(&host);
         let arguments = FactoryArguments::builder()
             .worker_builder(Box::new(worker_builder(move |_| {
                 (
                     TaskWorker {
                         gauges: Arc::clone(&worker_gauges),
+                        host: Arc::clone(&host),
                     },
                     (),
                 )
@@ -142,6 +148,7 @@ fn node_children(config: &NodeTreeConfig, directory: &ActorDirectory) -> Vec<Chi
         directory: directory.clone(),
         pool: Arc::clone(&config.pool),
         cluster: config.cluster.clone(),
+        plugins: Arc::clone(&config.plugins),
     };
     let schedules = Schedules {
         node_id: Arc::clone(&config.node_id),
@@ -176,7 +183,14 @@ fn node_children(config: &NodeTreeConfig, directory: &ActorDirectory) -> Vec<Chi
     }));
     let mut children = vec![
         ChildSpec::worker("membership", config.membership.clone(), || ()),
-        ChildSpec::worker("plugins", PluginRegistry, || ()),
+        ChildSpec::worker(
+            "plugins",
+            PluginRegistry {
+                host: Arc::clone(&config.plugins),
+                resources: Arc::clone(&config.resources),
+            },
+            || (),
+        ),
         ChildSpec::worker("schedules", schedules, || ()),
         ChildSpec::supervisor(
             "scheduler",
@@ -184,7 +198,11 @@ fn node_children(config: &NodeTreeConfig, directory: &ActorDirectory) -> Vec<Chi
                 strategy: Strategy::RestForOne,
                 policy: config.policy,
                 children: vec![
-                    pool_spec(Arc::clone(&config.pool), config.stuck_after),
+                    pool_spec(
+                        Arc::clone(&config.pool),
+                        Arc::clone(&config.plugins),
+                        config.stuck_after,
+                    ),
                     ChildSpec::worker("table", table, || ()),
                 ],
             },

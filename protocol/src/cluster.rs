@@ -1,5 +1,6 @@
 //! The membership view served by `GET /v1/cluster`.
 
+use crate::plugins::PluginId;
 use serde::{Deserialize, Serialize};
 
 /// `GET /v1/cluster`: this node's view of the cluster.
@@ -40,9 +41,9 @@ pub struct Member {
     /// Size of its worker pool.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workers: Option<u64>,
-    /// Task kinds (plugins) it runs.
+    /// Plugins (task kinds) it runs, and their versions.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub plugins: Vec<String>,
+    pub plugins: Vec<PluginId>,
     /// Milliseconds since its heartbeat last advanced, as seen here (0 for self).
     pub last_heard_ms: u64,
 }

@@ -27,6 +27,11 @@ pub enum Priority {
 pub struct SubmitTask {
     /// The plugin that runs the task (`sleep`, `echo`, …).
     pub kind: String,
+    /// Versions of the plugin the task accepts, as a semver requirement
+    /// (`^1.2`, `>=2, <3`); any version if absent. Placed only on nodes
+    /// whose plugin matches.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
     /// Plugin input, passed through as JSON.
     #[serde(default)]
     pub input: Value,
@@ -152,6 +157,9 @@ pub struct TaskRecord {
     pub key: String,
     /// The plugin that runs it.
     pub kind: String,
+    /// Plugin versions it accepts (semver requirement).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
     /// Plugin input.
     pub input: Value,
     /// Scheduling priority.
@@ -204,6 +212,7 @@ impl TaskRecord {
             key: task.key.unwrap_or_else(|| id.clone()),
             id,
             kind: task.kind,
+            version: task.version,
             input: task.input,
             priority: task.priority,
             state: TaskState::Pending,

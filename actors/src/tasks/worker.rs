@@ -2,7 +2,7 @@
 //!
 //! The worker reports to the task table — started, then how it ended —
 //! through an [`AttemptReport`] that also reports when dropped unsent: a
-//! worker that panics (the `panic` kind, or a bug) still tells the table
+//! worker that panics (the `panic` kind, or a bug in a plugin) still tells the table
 //! its attempt crashed, and the factory replaces the worker. Timeout and
 //! cancellation race the work in a `select!`, so `DELETE` reaches a
 //! running task without messaging a busy worker.
@@ -19,6 +19,7 @@ use troupe_protocol::Priority;
 use super::gauges::PoolGauges;
 use super::kinds;
 use crate::directory::ActorDirectory;
+use crate::plugins::PluginHost;
 use crate::scheduler::SchedulerMsg;
 use crate::tree::SCHEDULER;
 
@@ -131,6 +132,8 @@ impl TaskJob {
 pub struct TaskWorker {
     /// Counts this worker busy while it runs an attempt.
     pub gauges: Arc<PoolGauges>,
+    /// The plugins that run attempts.
+    pub host: Arc<PluginHost>,
 }
 
 impl Worker for TaskWorker {
@@ -167,33 +170,38 @@ impl Worker for TaskWorker {
         if let Some(report) = &report {
             report.started();
         }
-        let outcome = if cancel.is_cancelled() {
-            Outcome::Cancelled
-        } else if kind == kinds::PANIC {
-            panic!("task {key} asked its worker to panic");
-        } else if kind == kinds::HANG {
-            // Deaf to its timeout and to cancellation, like a plugin stuck
-            // in a call: only the pool's stuck-worker check ends it.
-            let ms = input.get("ms").and_then(Value::as_u64).unwrap_or(0);
-            tokio::time::sleep(Duration::from_millis(ms)).await;
-            Outcome::Succeeded(serde_json::json!({ "hung_ms": ms }))
-        } else {
-            let deadline = async {
-                match timeout {
-                    Some(limit) => tokio::time::sleep(limit).await,
-                    None => std::future::pending().await,
-                }
-            };
-            tokio::select! {
-                result = kinds::run(&kind, input, &cancel) => match result {
-                    _ if cancel.is_cancelled() => Outcome::Cancelled,
-                    Ok(value) => Outcome::Succeeded(value),
-                    Err(error) => Outcome::Failed(error),
-                },
-                () = cancel.cancelled() => Outcome::Cancelled,
-                () = deadline => {
-                    cancel.cancel();
-                    Outcome::TimedOut
+        let plugin = self.host.get(&kind).cloned();
+        let outcome = match plugin {
+            _ if cancel.is_cancelled() => Outcome::Cancelled,
+            None => Outcome::Failed(format!("this node does not run plugin {kind:?}")),
+            Some(plugin) => {
+                let cx = self.host.context(cancel.clone());
+                if kind == kinds::HANG {
+                    // Deaf to its timeout and to cancellation, like a plugin
+                    // stuck in a call: only the stuck-worker check ends it.
+                    match plugin.process(input, &cx).await {
+                        Ok(value) => Outcome::Succeeded(value),
+                        Err(error) => Outcome::Failed(error.to_string()),
+                    }
+                } else {
+                    let deadline = async {
+                        match timeout {
+                            Some(limit) => tokio::time::sleep(limit).await,
+                            None => std::future::pending().await,
+                        }
+                    };
+                    tokio::select! {
+                        result = plugin.process(input, &cx) => match result {
+                            _ if cancel.is_cancelled() => Outcome::Cancelled,
+                            Ok(value) => Outcome::Succeeded(value),
+                            Err(error) => Outcome::Failed(error.to_string()),
+                        },
+                        () = cancel.cancelled() => Outcome::Cancelled,
+                        () = deadline => {
+                            cancel.cancel();
+                            Outcome::TimedOut
+                        }
+                    }
                 }
             }
         };
