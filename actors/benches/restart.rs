@@ -11,12 +11,12 @@ use ractor::rpc::CallResult;
 use troupe_actors::membership::{LoneGossip, Membership};
 use troupe_actors::placement::Catalogue;
 use troupe_actors::plugins::{PluginHost, PluginRegistryMsg};
-use troupe_plugin::{Plugins, Scope};
 use troupe_actors::scheduler::ClusterLink;
 use troupe_actors::store::MemoryStorage;
 use troupe_actors::supervisor::{RestartPolicy, SupervisorMsg};
 use troupe_actors::tasks::gauges::PoolGauges;
 use troupe_actors::tree::{self, NodeTree, NodeTreeConfig, PLUGINS, STUCK_AFTER};
+use troupe_plugin::{Plugins, Scope};
 
 /// Crashes `node/plugins` and waits until a new incarnation answers.
 async fn crash_and_await(tree: &NodeTree) {

@@ -83,14 +83,23 @@ mod tests {
             version: version.into(),
         };
         let catalogue: Catalogue = [
-            ("n1".to_owned(), vec![id("echo", "1.0.0"), id("sql", "1.4.0")]),
-            ("n2".to_owned(), vec![id("echo", "1.0.0"), id("sql", "2.0.0")]),
+            (
+                "n1".to_owned(),
+                vec![id("echo", "1.0.0"), id("sql", "1.4.0")],
+            ),
+            (
+                "n2".to_owned(),
+                vec![id("echo", "1.0.0"), id("sql", "2.0.0")],
+            ),
             ("n3".to_owned(), vec![id("echo", "1.0.0")]),
         ]
         .into_iter()
         .collect();
         let live = nodes(&["n1", "n2", "n3", "n4"]);
-        assert_eq!(eligible(&live, &catalogue, "echo", None), ["n1", "n2", "n3"]);
+        assert_eq!(
+            eligible(&live, &catalogue, "echo", None),
+            ["n1", "n2", "n3"]
+        );
         assert_eq!(eligible(&live, &catalogue, "sql", None), ["n1", "n2"]);
         let v1 = VersionReq::parse("^1.2").expect("req");
         assert_eq!(eligible(&live, &catalogue, "sql", Some(&v1)), ["n1"]);

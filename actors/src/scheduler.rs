@@ -21,9 +21,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ractor::factory::{FactoryMessage, Job};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use semver::VersionReq;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use semver::VersionReq;
 use troupe_plugin::LoadedPlugin;
 use troupe_protocol::wire::PlacedTask;
 use troupe_protocol::{Attempt, SubmitTask, TaskAccepted, TaskPage, TaskRecord, TaskState};
@@ -246,10 +246,12 @@ pub fn validate(task: &SubmitTask, plugin: Option<&LoadedPlugin>) -> Result<(), 
     }
     wanted_version(task)?;
     if let Some(plugin) = plugin {
-        plugin.check(&task.input).map_err(|e| SchedulerError::Invalid {
-            field: e.field,
-            reason: e.reason,
-        })?;
+        plugin
+            .check(&task.input)
+            .map_err(|e| SchedulerError::Invalid {
+                field: e.field,
+                reason: e.reason,
+            })?;
     }
     if let Some(key) = &task.key {
         if key.is_empty() || key.len() > MAX_KEY_LEN {

@@ -145,6 +145,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/ready", web::get().to(health::ready))
         .route("/metrics", web::get().to(health::metrics))
         .route("/v1/cluster", web::get().to(cluster::view))
+        .route("/v1/plugins", web::get().to(cluster::plugins))
         .route("/v1/actors", web::get().to(actors::tree))
         .route("/v1/actors/{path:.+}/crash", web::post().to(actors::crash))
         .route("/v1/tasks", web::post().to(tasks::submit))

@@ -1,6 +1,6 @@
 //! The `troupe` node: config, HTTP API, storage back ends, CLI and wiring.
 //!
-//! `main.rs` only parses arguments and calls into here; [`run::run`] is the
+//! `main.rs` only sets the allocator and calls [`commands::main`]; [`run::run`] is the
 //! whole life of one node and can be called from tests too.
 
 pub mod auth;
@@ -8,6 +8,7 @@ pub mod bench;
 pub mod chaos;
 pub mod cli;
 pub mod cluster;
+pub mod commands;
 pub mod config;
 pub mod eventlog;
 pub mod gossip;

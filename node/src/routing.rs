@@ -10,7 +10,7 @@
 
 mod schedules;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,8 +19,11 @@ use ractor::rpc::CallResult;
 use ractor::ActorRef;
 use tokio::sync::watch;
 use troupe_actors::directory::ActorDirectory;
-use troupe_actors::placement::rendezvous_order;
-use troupe_actors::scheduler::{in_batch, validate, SchedulerError, SchedulerMsg};
+use troupe_actors::placement::{eligible, rendezvous_order, Catalogue};
+use troupe_actors::plugins::PluginHost;
+use troupe_actors::scheduler::{
+    in_batch, local_plugin, validate, wanted_version, SchedulerError, SchedulerMsg,
+};
 use troupe_actors::store::{StoreError, TaskStore};
 use troupe_actors::tree::SCHEDULER;
 use troupe_protocol::wire::{PeerReply, PeerRequest, PlacedTask};
@@ -48,8 +51,65 @@ pub struct TaskRouter {
     pub peers: Arc<Peers>,
     /// Live node ids, from membership.
     pub live: watch::Receiver<Vec<String>>,
+    /// The plugins each live node runs, from membership.
+    pub catalogue: watch::Receiver<Catalogue>,
+    /// This node's plugins.
+    pub plugins: Arc<PluginHost>,
     /// Where replica records are written (opened once, at start-up).
     pub store: Arc<dyn TaskStore>,
+}
+
+/// The nodes that can run each kind of task, worked out once per kind
+/// and version requirement for a request.
+pub(crate) struct Runners {
+    live: Vec<String>,
+    catalogue: Catalogue,
+    known: HashMap<(String, Option<String>), Vec<String>>,
+}
+
+impl Runners {
+    /// The live nodes that run `task`'s plugin in a version it accepts,
+    /// in `live`'s order; a 422 naming `kind` or `version` if none does.
+    pub(crate) fn of(&mut self, task: &SubmitTask) -> Result<&[String], SchedulerError> {
+        let key = (task.kind.clone(), task.version.clone());
+        if !self.known.contains_key(&key) {
+            let wanted = wanted_version(task)?;
+            let nodes = eligible(&self.live, &self.catalogue, &task.kind, wanted.as_ref());
+            if nodes.is_empty() {
+                return Err(self.none_for(task));
+            }
+            self.known.insert(key.clone(), nodes);
+        }
+        Ok(self.known.get(&key).map_or(&[], Vec::as_slice))
+    }
+
+    fn none_for(&self, task: &SubmitTask) -> SchedulerError {
+        let versions: Vec<&str> = self
+            .catalogue
+            .iter()
+            .filter(|(node, _)| self.live.contains(node))
+            .flat_map(|(_, plugins)| plugins.iter())
+            .filter(|p| p.name == task.kind)
+            .map(|p| p.version.as_str())
+            .collect();
+        match (&task.version, versions.is_empty()) {
+            (Some(wanted), false) => SchedulerError::Invalid {
+                field: "version".into(),
+                reason: format!(
+                    "no live node runs plugin {:?} in a version matching {wanted} (live nodes run {})",
+                    task.kind,
+                    versions.join(", ")
+                ),
+            },
+            _ => SchedulerError::Invalid {
+                field: "kind".into(),
+                reason: format!(
+                    "no live node runs plugin {:?}; GET /v1/plugins lists the plugins",
+                    task.kind
+                ),
+            },
+        }
+    }
 }
 
 fn table_error(err: SchedulerError) -> ApiError {
@@ -113,6 +173,18 @@ impl TaskRouter {
         Ok(self.live())
     }
 
+    /// Where tasks can run, for one request over `live`: this node by the
+    /// plugins it loaded, the others by what they gossip.
+    pub(crate) fn runners(&self, live: Vec<String>) -> Runners {
+        let mut catalogue = self.catalogue.borrow().clone();
+        catalogue.insert(self.node_id.to_string(), self.plugins.plugins().catalogue());
+        Runners {
+            live,
+            catalogue,
+            known: HashMap::new(),
+        }
+    }
+
     fn table(&self) -> Result<ActorRef<SchedulerMsg>, ApiError> {
         self.directory
             .get(SCHEDULER)
@@ -159,17 +231,28 @@ impl TaskRouter {
         batch: bool,
     ) -> Result<Vec<TaskAccepted>, ApiError> {
         for (i, task) in tasks.iter().enumerate() {
-            validate(task)
+            // Input is checked here when this node runs the plugin, and
+            // by the owner in any case.
+            local_plugin(task, &self.plugins)
+                .and_then(|plugin| validate(task, plugin.map(|p| &**p)))
                 .map_err(|e| if batch { in_batch(e, i) } else { e })
                 .map_err(table_error)?;
         }
         let live = self.placement_view().await?;
         tracing::debug!(tasks = tasks.len(), ?live, "placing a submission");
+        let mut runners = self.runners(live);
+        for (i, task) in tasks.iter().enumerate() {
+            runners
+                .of(task)
+                .map_err(|e| if batch { in_batch(e, i) } else { e })
+                .map_err(table_error)?;
+        }
         let mut groups: BTreeMap<String, Vec<(usize, PlacedTask)>> = BTreeMap::new();
         for (index, task) in tasks.into_iter().enumerate() {
             let id = uuid::Uuid::now_v7().to_string();
             let key = task.key.clone().unwrap_or_else(|| id.clone());
-            let owner = rendezvous_order(&key, &live)
+            let nodes = runners.of(&task).map_err(table_error)?;
+            let owner = rendezvous_order(&key, nodes)
                 .first()
                 .map_or_else(|| self.node_id.to_string(), |o| (*o).to_owned());
             groups
@@ -235,10 +318,18 @@ impl TaskRouter {
     }
 
     async fn store_on_replicas(&self, records: &[TaskRecord]) -> Result<(), ApiError> {
-        let live = self.placement_view().await?;
+        let mut runners = self.runners(self.placement_view().await?);
         let mut by_node: BTreeMap<String, Vec<TaskRecord>> = BTreeMap::new();
         for record in records {
-            for node in self.replicas_of(&record.key, &live) {
+            // The replicas are the nodes that could adopt it: the same
+            // order as placement, over the nodes that run its plugin.
+            let task = SubmitTask {
+                kind: record.kind.clone(),
+                version: record.version.clone(),
+                ..SubmitTask::default()
+            };
+            let nodes = runners.of(&task).map_err(table_error)?;
+            for node in self.replicas_of(&record.key, nodes) {
                 by_node.entry(node).or_default().push(record.clone());
             }
         }

@@ -18,11 +18,15 @@ use troupe_actors::membership::{
     Membership, MembershipMsg, StatsProbe, KEY_HTTP, KEY_LOAD, KEY_PLUGINS, KEY_QUEUE_DEPTH,
     KEY_VERSION, KEY_WORKERS,
 };
+use troupe_actors::placement::Catalogue;
+use troupe_actors::plugins::{PluginHost, ResourcePlan};
 use troupe_actors::scheduler::ClusterLink;
 use troupe_actors::sink::{ResultSink, SinkStatus};
 use troupe_actors::tasks::gauges::PoolGauges;
-use troupe_actors::tasks::kinds;
 use troupe_actors::tree::{self, NodeTreeConfig, MEMBERSHIP};
+use troupe_builtins::resources;
+use troupe_plugin::{Plugins, Scope};
+use troupe_protocol::plugins::encode_catalogue;
 use troupe_protocol::SinkHealth;
 
 use crate::auth::ClusterKey;
@@ -108,8 +112,9 @@ fn node_stats(pool: Arc<PoolGauges>) -> StatsProbe {
 fn membership(
     config: &ClusterConfig,
     entry: &NodeEntry,
-    live: watch::Sender<Vec<String>>,
+    (live, catalogue): (watch::Sender<Vec<String>>, watch::Sender<Catalogue>),
     pool: &Arc<PoolGauges>,
+    plugins: &PluginHost,
 ) -> Membership {
     let interval = Duration::from_millis(config.cluster.gossip_interval_ms);
     let gossip = ChitchatGossip {
@@ -132,14 +137,32 @@ fn membership(
         published: vec![
             (KEY_HTTP.to_owned(), entry.http.to_string()),
             (KEY_VERSION.to_owned(), env!("CARGO_PKG_VERSION").to_owned()),
-            (KEY_PLUGINS.to_owned(), kinds::BUILTIN.join(",")),
+            (
+                KEY_PLUGINS.to_owned(),
+                encode_catalogue(&plugins.plugins().catalogue()),
+            ),
         ],
         tick: interval,
         suspect_after: interval * 5,
         leave_linger: interval * 3,
         stats: node_stats(Arc::clone(pool)),
         live: Arc::new(live),
+        catalogue: Arc::new(catalogue),
     }
+}
+
+/// The resources this node offers plugins: an HTTP client always,
+/// PostgreSQL when `storage.postgres_url` is set. The plugin registry
+/// acquires them (again on each restart).
+fn resource_plan(config: &ClusterConfig) -> ResourcePlan {
+    let postgres = config.storage.postgres_url.clone();
+    Arc::new(move || {
+        let scope = resources::http_client(Scope::builder());
+        match &postgres {
+            Some(url) => resources::postgres(scope, url),
+            None => scope,
+        }
+    })
 }
 
 /// Which node of the config to run, and how.
@@ -200,6 +223,9 @@ pub async fn run(
     let storage_handle: Arc<dyn troupe_actors::store::Storage> = Arc::new(storage.clone());
     // Empty until membership has a warm view of who is alive.
     let (live_tx, live_rx) = watch::channel(Vec::<String>::new());
+    let (catalogue_tx, catalogue_rx) = watch::channel(Catalogue::new());
+    let resources = resource_plan(config);
+    let plugins = Arc::new(PluginHost::new(Plugins::load(&resources().names())?));
     let key = ClusterKey::new(&config.cluster.secret);
     let peers = Arc::new(Peers::new(
         &entry.id,
@@ -218,6 +244,8 @@ pub async fn run(
         directory: tree::directory(&scope),
         peers: Arc::clone(&peers),
         live: live_rx.clone(),
+        catalogue: catalogue_rx.clone(),
+        plugins: Arc::clone(&plugins),
         store: storage_handle.tasks()?,
     });
     let peer_listener = tokio::net::TcpListener::bind(entry.cluster)
@@ -238,9 +266,10 @@ pub async fn run(
     let tree_config = NodeTreeConfig {
         node_id: Arc::clone(&node_id),
         storage: Arc::clone(&storage_handle),
-        membership: membership(config, &entry, live_tx, &pool),
+        membership: membership(config, &entry, (live_tx, catalogue_tx), &pool, &plugins),
         cluster: ClusterLink {
             live: live_rx,
+            catalogue: catalogue_rx,
             replication: config.cluster.replication,
             replicate: replication::start(
                 &peers,
@@ -259,6 +288,8 @@ pub async fn run(
         sink: sink.clone(),
         pool,
         stuck_after: config.workers.stuck_after(),
+        plugins,
+        resources,
     };
     let mut node_tree = tree::start(&scope, &tree_config)
         .await

@@ -151,6 +151,11 @@ impl ScopeBuilder {
         self
     }
 
+    /// Names of the resources declared so far, in order.
+    pub fn names(&self) -> Vec<&str> {
+        self.pending.iter().map(|p| &*p.name).collect()
+    }
+
     /// How long any one resource may take (default 10 s).
     pub fn timeout(mut self, limit: Duration) -> Self {
         self.timeout = limit;
@@ -297,6 +302,59 @@ mod tests {
             "resource database: connection refused (127.0.0.1:1)"
         );
         assert_eq!(released(&log), ["last", "first"]);
+    }
+
+    #[test]
+    fn metrics_show_the_failure_and_the_good_resources_released() {
+        use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+
+        let recorder = DebuggingRecorder::new();
+        let snapshotter = recorder.snapshotter();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("runtime");
+        metrics::with_local_recorder(&recorder, || {
+            runtime.block_on(async {
+                let _ = Scope::builder()
+                    .resource("pool", async { Ok::<_, String>(1u8) })
+                    .resource("bad-host", async { Err::<u8, _>("no route to host") })
+                    .acquire()
+                    .await;
+            });
+        });
+        // Counters read as what changed since the last snapshot: take one.
+        let snapshot = snapshotter.snapshot().into_vec();
+        let value = |name: &str, resource: &str| {
+            snapshot
+                .iter()
+                .find(|(key, ..)| {
+                    key.key().name() == name
+                        && key
+                            .key()
+                            .labels()
+                            .any(|l| l.key() == "resource" && l.value() == resource)
+                })
+                .map(|(.., value)| match value {
+                    DebugValue::Counter(n) => *n as f64,
+                    DebugValue::Gauge(g) => g.into_inner(),
+                    // A histogram by how many values it recorded.
+                    DebugValue::Histogram(h) => h.len() as f64,
+                })
+        };
+        assert_eq!(
+            value("troupe_resource_failures_total", "bad-host"),
+            Some(1.0)
+        );
+        assert_eq!(value("troupe_resource_acquired_total", "pool"), Some(1.0));
+        assert_eq!(value("troupe_resource_released_total", "pool"), Some(1.0));
+        assert_eq!(value("troupe_resource_held", "pool"), Some(0.0));
+        assert_eq!(value("troupe_resource_hold_seconds", "pool"), Some(1.0));
+        assert_eq!(
+            value("troupe_resource_held", "bad-host"),
+            None,
+            "never held"
+        );
     }
 
     #[tokio::test]

@@ -108,6 +108,8 @@ pub struct Cluster {
     config: PathBuf,
     ports: HashMap<String, NodePorts>,
     processes: HashMap<String, Child>,
+    /// Nodes that run another build than [`binary`].
+    binaries: HashMap<String, PathBuf>,
     agent: ureq::Agent,
 }
 
@@ -145,6 +147,7 @@ impl Cluster {
             config,
             ports,
             processes: HashMap::new(),
+            binaries: HashMap::new(),
             agent,
         }
     }
@@ -166,6 +169,12 @@ impl Cluster {
     /// Everything node `id` logged, across its incarnations.
     pub fn log(&self, id: &str) -> String {
         std::fs::read_to_string(self.log_path(id)).unwrap_or_default()
+    }
+
+    /// Runs node `id` from `binary` (a `troupe` built with more plugins)
+    /// from now on, restarts included.
+    pub fn use_binary(&mut self, id: &str, binary: &Path) {
+        self.binaries.insert(id.to_owned(), binary.to_owned());
     }
 
     /// Starts node `id` with extra `troupe node` arguments and waits for `/health`.
@@ -190,7 +199,8 @@ impl Cluster {
             .append(true)
             .open(self.log_path(id))
             .expect("open node log");
-        let mut command = Command::new(binary());
+        let program = self.binaries.get(id).cloned().unwrap_or_else(binary);
+        let mut command = Command::new(program);
         command
             .arg("node")
             .arg("--config")

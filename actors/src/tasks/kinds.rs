@@ -235,11 +235,18 @@ mod tests {
                 .expect_err("invalid")
                 .field
         };
-        assert!(plugins.get("sleep").expect("sleep").check(&json!({"ms": 5})).is_ok());
+        assert!(plugins
+            .get("sleep")
+            .expect("sleep")
+            .check(&json!({"ms": 5}))
+            .is_ok());
         assert_eq!(field("sleep", json!({})), "input.ms");
         assert_eq!(field("sleep", json!({"ms": -1})), "input.ms");
         assert_eq!(field("sleep", json!({"ms": MAX_SLEEP_MS + 1})), "input.ms");
-        assert_eq!(field("cpu", json!({"iterations": "many"})), "input.iterations");
+        assert_eq!(
+            field("cpu", json!({"iterations": "many"})),
+            "input.iterations"
+        );
         assert_eq!(field("fail", json!({"message": 3})), "input.message");
     }
 

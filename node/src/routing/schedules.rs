@@ -12,7 +12,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use futures::future::join_all;
 use ractor::rpc::CallResult;
 use troupe_actors::placement::rendezvous_order;
-use troupe_actors::scheduler::{validate, SchedulerError};
+use troupe_actors::scheduler::{local_plugin, validate, SchedulerError};
 use troupe_actors::schedules::{parse_cron, FireFn, SchedulesMsg};
 use troupe_actors::tree::SCHEDULES;
 use troupe_protocol::wire::{PeerReply, PeerRequest};
@@ -70,13 +70,18 @@ impl TaskRouter {
                 "recurring tasks cannot depend on other tasks",
             ));
         }
-        validate(&create.task).map_err(|e| match e {
-            SchedulerError::Invalid { field, reason } => {
-                ApiError::invalid(format!("task.{field}"), reason)
-            }
-            other => table_error(other),
-        })?;
         let live = self.placement_view().await?;
+        // Each tick is placed like any submission; checking now saves a
+        // schedule that could never run.
+        local_plugin(&create.task, &self.plugins)
+            .and_then(|plugin| validate(&create.task, plugin.map(|p| &**p)))
+            .and_then(|()| self.runners(live.clone()).of(&create.task).map(|_| ()))
+            .map_err(|e| match e {
+                SchedulerError::Invalid { field, reason } => {
+                    ApiError::invalid(format!("task.{field}"), reason)
+                }
+                other => table_error(other),
+            })?;
         let id = uuid::Uuid::now_v7().to_string();
         let holders: Vec<String> = rendezvous_order(&id, &live)
             .into_iter()

@@ -3,6 +3,7 @@
 
 mod chaos;
 mod membership;
+mod plugins;
 mod schedules;
 mod tasks;
 

@@ -53,7 +53,7 @@ fn tasks_spread_over_the_cluster_and_are_readable_from_any_node() {
                     && m["queue_depth"].is_u64()
                     && m["plugins"]
                         .as_array()
-                        .is_some_and(|p| p.iter().any(|k| k == "sleep"))
+                        .is_some_and(|p| p.iter().any(|k| k["name"] == "sleep"))
             })
         })
     });

@@ -11,19 +11,19 @@ use troupe_tests::{wait_until, Cluster};
 
 use crate::windows::{close_at, expected, ndjson, readings, send, BASE, PIPELINE};
 
-fn database_url() -> String {
+pub(crate) fn database_url() -> String {
     std::env::var("DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
 }
 
 /// A schema of its own for one test, dropped afterwards.
-struct Schema {
+pub(crate) struct Schema {
     name: String,
     admin: Client,
 }
 
 impl Schema {
-    fn create() -> Self {
+    pub(crate) fn create() -> Self {
         let stamp = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos());
@@ -36,13 +36,13 @@ impl Schema {
     }
 
     /// The node's URL: the server's, with this schema as search path.
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         let base = database_url();
         let join = if base.contains('?') { '&' } else { '?' };
         format!("{base}{join}options=-c%20search_path%3D{}", self.name)
     }
 
-    fn client(&self) -> Client {
+    pub(crate) fn client(&self) -> Client {
         let mut client = Client::connect(&database_url(), NoTls).expect("connect");
         client
             .batch_execute(&format!("SET search_path TO {}", self.name))
