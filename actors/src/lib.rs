@@ -20,5 +20,6 @@ pub mod sink;
 pub mod store;
 pub mod supervisor;
 pub mod tasks;
+pub mod transform;
 pub mod tree;
 pub mod windows;

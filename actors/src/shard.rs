@@ -20,7 +20,11 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde::{Deserialize, Serialize};
 use troupe_protocol::{Event, PipelineSpec};
 
+use tokio_util::sync::CancellationToken;
+
+use crate::plugins::PluginHost;
 use crate::store::{EventStore, Storage, WindowStore};
+use crate::transform::EventTransform;
 use crate::windows::{is_late, EngineState, Offered, WindowEngine};
 
 /// How often a shard looks for new events.
@@ -61,6 +65,9 @@ pub struct Counters {
     pub no_key: u64,
     /// Windows closed and stored.
     pub emitted: u64,
+    /// Events the pipeline's transform failed on (skipped).
+    #[serde(default)]
+    pub transform_errors: u64,
 }
 
 /// A pipeline's live state, for `GET /v1/pipelines`, `/v1/windows`,
@@ -180,13 +187,37 @@ pub struct WindowShard {
     pub outbox: bool,
     /// Where it publishes its pipelines' watermarks.
     pub watermarks: Arc<LiveWatermarks>,
+    /// The plugins pipeline transforms run.
+    pub plugins: Arc<PluginHost>,
 }
 
 struct Pipeline {
     engine: WindowEngine,
+    transform: Option<EventTransform>,
     counters: Counters,
     offset: u64,
     running: bool,
+}
+
+/// Offers one event to a pipeline, collecting what closed and what was late.
+fn offer(
+    (engine, counters): (&mut WindowEngine, &mut Counters),
+    event: &Event,
+    results: &mut Vec<troupe_protocol::WindowResult>,
+    late: &mut Vec<(String, Event)>,
+) {
+    match engine.offer(event) {
+        Offered::Added => counters.added += 1,
+        Offered::Late => {
+            counters.late += 1;
+            late.push((engine.spec().id.clone(), event.clone()));
+        }
+        Offered::NoKey => counters.no_key += 1,
+        Offered::Filtered => {}
+    }
+    let closed = engine.advance();
+    counters.emitted += closed.len() as u64;
+    results.extend(closed);
 }
 
 /// A shard's state.
@@ -224,8 +255,17 @@ impl WindowShard {
         Ok(())
     }
 
+    /// The transform of `spec`, built against this node's plugins.
+    fn transform(&self, spec: &PipelineSpec) -> Result<Option<EventTransform>, String> {
+        spec.transform
+            .as_ref()
+            .map(|t| EventTransform::new(t, &self.plugins))
+            .transpose()
+            .map_err(|(field, reason)| format!("pipeline {}: {field}: {reason}", spec.id))
+    }
+
     /// Processes up to [`PAGES_PER_TICK`] pages; whether more may follow.
-    fn catch_up(&self, state: &mut ShardState) -> Result<bool, ActorProcessingErr> {
+    async fn catch_up(&self, state: &mut ShardState) -> Result<bool, ActorProcessingErr> {
         for _ in 0..PAGES_PER_TICK {
             let Some(from) = state
                 .pipelines
@@ -244,22 +284,40 @@ impl WindowShard {
             let mut results = Vec::new();
             let mut late: Vec<(String, Event)> = Vec::new();
             for pipeline in state.pipelines.iter_mut().filter(|p| p.running) {
+                let Pipeline {
+                    engine,
+                    transform,
+                    counters,
+                    offset,
+                    ..
+                } = pipeline;
                 let events = batches.iter().flat_map(|b| b.iter());
-                for event in events.filter(|e| e.offset > pipeline.offset) {
-                    match pipeline.engine.offer(event) {
-                        Offered::Added => pipeline.counters.added += 1,
-                        Offered::Late => {
-                            pipeline.counters.late += 1;
-                            late.push((pipeline.engine.spec().id.clone(), event.clone()));
-                        }
-                        Offered::NoKey => pipeline.counters.no_key += 1,
-                        Offered::Filtered => {}
+                for event in events.filter(|e| e.offset > *offset) {
+                    let Some(transform) = transform else {
+                        offer((engine, counters), event, &mut results, &mut late);
+                        continue;
+                    };
+                    if !engine.takes_type(&event.event_type) {
+                        continue;
                     }
-                    let closed = pipeline.engine.advance();
-                    pipeline.counters.emitted += closed.len() as u64;
-                    results.extend(closed);
+                    let cx = self.plugins.context(CancellationToken::new());
+                    let derived = transform.apply(event, &cx).await.unwrap_or_else(|reason| {
+                        counters.transform_errors += 1;
+                        tracing::debug!(pipeline = %engine.spec().id, event = %event.event_id, %reason, "transform failed; event skipped");
+                        Vec::new()
+                    });
+                    if derived.is_empty() {
+                        // Dropped, but its source has still got this far.
+                        engine.observe(&event.source, event.timestamp_ms);
+                        let closed = engine.advance();
+                        counters.emitted += closed.len() as u64;
+                        results.extend(closed);
+                    }
+                    for event in &derived {
+                        offer((engine, counters), event, &mut results, &mut late);
+                    }
                 }
-                pipeline.offset = pipeline.offset.max(last);
+                *offset = (*offset).max(last);
             }
             self.commit(state, &results, &late)?;
             metrics::counter!("troupe_windows_emitted_total").increment(results.len() as u64);
@@ -302,8 +360,10 @@ impl WindowShard {
         } else {
             0
         };
+        let transform = self.transform(&spec)?;
         state.pipelines.push(Pipeline {
             engine: WindowEngine::new(spec),
+            transform,
             counters: Counters::default(),
             offset,
             running: true,
@@ -356,23 +416,27 @@ impl Actor for WindowShard {
             .into_iter()
             .map(|s| (s.spec.id.clone(), s))
             .collect();
-        let resume = |saved: Saved| Pipeline {
-            engine: WindowEngine::resume(saved.spec, saved.state),
-            counters: saved.counters,
-            offset: saved.offset,
-            running: saved.running,
+        let resume = |saved: Saved| -> Result<Pipeline, String> {
+            Ok(Pipeline {
+                transform: self.transform(&saved.spec)?,
+                engine: WindowEngine::resume(saved.spec, saved.state),
+                counters: saved.counters,
+                offset: saved.offset,
+                running: saved.running,
+            })
         };
         let mut pipelines = Vec::new();
         // Pipelines of the config; one whose spec changed starts afresh.
         for spec in &self.pipelines {
             match saved.remove(&spec.id) {
-                Some(s) if s.spec == *spec => pipelines.push(resume(s)),
+                Some(s) if s.spec == *spec => pipelines.push(resume(s)?),
                 previous => {
                     if previous.is_some() {
                         tracing::warn!(pipeline = %spec.id, "spec changed in the config; its windows start again from the log's start");
                     }
                     pipelines.push(Pipeline {
                         engine: WindowEngine::new(spec.clone()),
+                        transform: self.transform(spec)?,
                         counters: Counters::default(),
                         offset: 0,
                         running: true,
@@ -381,7 +445,9 @@ impl Actor for WindowShard {
             }
         }
         // Pipelines created over the API.
-        pipelines.extend(saved.into_values().map(resume));
+        for s in saved.into_values() {
+            pipelines.push(resume(s)?);
+        }
         myself.send_interval(TICK, || ShardMsg::Tick);
         Ok(ShardState {
             log,
@@ -398,7 +464,7 @@ impl Actor for WindowShard {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             ShardMsg::Tick => {
-                if self.catch_up(state)? {
+                if self.catch_up(state).await? {
                     // More to read: go on after whatever else is waiting.
                     let _ = myself.send_message(ShardMsg::Tick);
                 }
@@ -408,7 +474,7 @@ impl Actor for WindowShard {
             }
             ShardMsg::Checkpoint(reply) => {
                 let caught_up = loop {
-                    match self.catch_up(state) {
+                    match self.catch_up(state).await {
                         Ok(true) => continue,
                         Ok(false) => {
                             break Ok(state.pipelines.iter().map(|p| p.offset).max().unwrap_or(0))

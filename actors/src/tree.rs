@@ -174,6 +174,7 @@ fn node_children(config: &NodeTreeConfig, directory: &ActorDirectory) -> Vec<Chi
             storage: Arc::clone(&config.storage),
             outbox: config.sink.is_some(),
             watermarks: Arc::clone(&watermarks),
+            plugins: Arc::clone(&config.plugins),
         };
         let spec = ChildSpec::worker(format!("shard-{k}"), shard, || ());
         match &config.windows_runtime {

@@ -481,26 +481,36 @@ impl WindowEngine {
         }
     }
 
+    /// Whether the pipeline takes events of `event_type`.
+    pub fn takes_type(&self, event_type: &str) -> bool {
+        self.spec
+            .event_type
+            .as_deref()
+            .is_none_or(|t| t == event_type)
+    }
+
     /// Offers an event; its source's watermark advances either way.
     pub fn offer(&mut self, event: &Event) -> Offered {
-        if self
-            .spec
-            .event_type
-            .as_ref()
-            .is_some_and(|t| *t != event.event_type)
-        {
+        if !self.takes_type(&event.event_type) {
             return Offered::Filtered;
         }
         let outcome = self.add(event);
-        let t = event.timestamp_ms;
-        let before = match self.latest.get_mut(&event.source) {
+        self.observe(&event.source, event.timestamp_ms);
+        outcome
+    }
+
+    /// Advances `source`'s watermark to event time `t` without counting an
+    /// event: for one a pipeline transform dropped, which still says how
+    /// far its source has got.
+    pub fn observe(&mut self, source: &str, t: u64) {
+        let before = match self.latest.get_mut(source) {
             Some(latest) => {
                 let before = *latest;
                 *latest = before.max(t);
                 Some(before)
             }
             None => {
-                self.latest.insert(event.source.clone(), t);
+                self.latest.insert(source.to_owned(), t);
                 None
             }
         };
@@ -515,7 +525,6 @@ impl WindowEngine {
             .slowest
             .map(|t| t.saturating_sub(self.spec.watermark_delay_ms));
         self.watermark = self.watermark.max(watermark);
-        outcome
     }
 
     fn add(&mut self, event: &Event) -> Offered {

@@ -23,6 +23,7 @@ use troupe_actors::plugins::{PluginHost, ResourcePlan};
 use troupe_actors::scheduler::ClusterLink;
 use troupe_actors::sink::{ResultSink, SinkStatus};
 use troupe_actors::tasks::gauges::PoolGauges;
+use troupe_actors::transform::EventTransform;
 use troupe_actors::tree::{self, NodeTreeConfig, MEMBERSHIP};
 use troupe_builtins::resources;
 use troupe_plugin::{Plugins, Scope};
@@ -226,6 +227,13 @@ pub async fn run(
     let (catalogue_tx, catalogue_rx) = watch::channel(Catalogue::new());
     let resources = resource_plan(config);
     let plugins = Arc::new(PluginHost::new(Plugins::load(&resources().names())?));
+    // Transforms name plugins, which only now are known.
+    for (i, pipeline) in config.pipelines.iter().enumerate() {
+        if let Some(transform) = &pipeline.transform {
+            EventTransform::new(transform, &plugins)
+                .map_err(|(field, reason)| anyhow::anyhow!("pipelines[{i}].{field}: {reason}"))?;
+        }
+    }
     let key = ClusterKey::new(&config.cluster.secret);
     let peers = Arc::new(Peers::new(
         &entry.id,

@@ -23,7 +23,9 @@ pub use error::ErrorBody;
 pub use events::{Event, EventIn, EventPage, EventTime, IngestReply, IngestStats};
 pub use health::{Health, Readiness, SinkHealth};
 pub use payload::Payload;
-pub use pipelines::{AggregateOp, AggregateSpec, PipelineSpec, WindowResult, WindowSpec};
+pub use pipelines::{
+    AggregateOp, AggregateSpec, PipelineSpec, TransformSpec, WindowResult, WindowSpec,
+};
 pub use plugins::{NodePlugins, PluginId, PluginInfo, PluginList, PluginMetrics};
 pub use schedules::{CreateSchedule, ScheduleRecord, ScheduleStatus};
 pub use tasks::{

@@ -14,6 +14,10 @@ pub struct PipelineSpec {
     /// Only events of this `event_type` (all when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub event_type: Option<String>,
+    /// A plugin that rewrites each event's data before it is keyed and
+    /// windowed (none: the data as ingested).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transform: Option<TransformSpec>,
     /// Field path of the key windows are kept per: `source`, `event_type`
     /// or `data.<path>` (one key for all events when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -29,6 +33,24 @@ pub struct PipelineSpec {
     /// from it (how out of order a source may be).
     #[serde(default)]
     pub watermark_delay_ms: u64,
+}
+
+/// A pipeline transform: a plugin that takes the settings in `with` plus
+/// the event's data as `input`, and returns `outputs`, the data of the
+/// events to window in its place — none drops the event, several fan it
+/// out (`json.transform` is one). It must be deterministic: windows are
+/// recomputed from the log after a crash.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransformSpec {
+    /// The plugin (`json.transform`).
+    pub plugin: String,
+    /// Plugin versions accepted, as a semver requirement (any if absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// The plugin's settings (`{ filter = "…" }`); `input` is the event's.
+    #[serde(default)]
+    pub with: serde_json::Map<String, serde_json::Value>,
 }
 
 /// Window kinds.

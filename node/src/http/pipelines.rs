@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
+use troupe_actors::transform::EventTransform;
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use ractor::rpc::CallResult;
@@ -85,6 +86,10 @@ pub(super) async fn create(
     let spec: PipelineSpec = parse(&read_body(payload, MAX_BODY).await?)?;
     troupe_actors::windows::validate(&spec)
         .map_err(|(field, reason)| ApiError::invalid(field, reason))?;
+    if let Some(transform) = &spec.transform {
+        EventTransform::new(transform, &state.router.plugins)
+            .map_err(|(field, reason)| ApiError::invalid(field, reason))?;
+    }
     if statuses(&state).await?.iter().any(|s| s.spec.id == spec.id) {
         return Err(ApiError::conflict(format!("pipeline {} exists", spec.id)));
     }

@@ -325,3 +325,117 @@ fn a_node_with_a_bad_database_url_refuses_to_start_naming_the_resource() {
         "{stderr}"
     );
 }
+
+const ROOMS: &str = r#"
+[[pipelines]]
+id = "rooms"
+event_type = "batch"
+key_by = "data.room"
+window = { kind = "tumbling", size_ms = 1000 }
+aggregates = [{ op = "count" }, { op = "avg", field = "data.celsius" }]
+transform = { plugin = "json.transform", with = { filter = '.readings[] | select(.unit == "F") | {room, celsius: ((.value - 32) * 5 / 9)}' } }
+"#;
+
+fn event(id: &str, t: u64, data: &Value) -> String {
+    format!(
+        "{}\n",
+        json!({"event_id": id, "source": "gateway", "event_type": "batch", "timestamp": t, "data": data})
+    )
+}
+
+#[test]
+fn a_pipeline_transform_reshapes_fans_out_and_drops_events_before_windowing() {
+    const T: u64 = 1_767_225_600_000;
+    let mut cluster = Cluster::new(1, ROOMS);
+    cluster.start("n1", &[]);
+    let readings = |items: Value| json!({ "readings": items });
+    let body = [
+        event(
+            "b1",
+            T + 100,
+            &readings(json!([
+                {"room": "a", "unit": "F", "value": 212},
+                {"room": "b", "unit": "F", "value": 32},
+                {"room": "a", "unit": "C", "value": 5}
+            ])),
+        ),
+        event(
+            "b2",
+            T + 200,
+            &readings(json!([{"room": "a", "unit": "F", "value": 32}])),
+        ),
+        // Not a list: the filter fails on it; counted, skipped.
+        event("b3", T + 300, &json!({"readings": "none"})),
+        // Only Celsius: dropped, but it still moves the watermark on.
+        event(
+            "b4",
+            T + 5_000,
+            &readings(json!([{"room": "c", "unit": "C", "value": 1}])),
+        ),
+    ]
+    .concat();
+    let reply = cluster.post_as("n1", "/v1/events", "application/x-ndjson", &body);
+    assert_eq!(reply.status, 202, "{}", reply.text);
+
+    let path = "/v1/aggregates?pipeline=rooms";
+    wait_until(Duration::from_secs(20), "the first window closed", || {
+        cluster.get("n1", path).body["results"]
+            .as_array()
+            .is_some_and(|r| r.len() == 2)
+    });
+    let mut results: Vec<(String, Value, Value)> = cluster.get("n1", path).body["results"]
+        .as_array()
+        .expect("results")
+        .iter()
+        .map(|r| {
+            (
+                r["key"].as_str().unwrap_or_default().to_owned(),
+                r["values"]["count"].clone(),
+                r["values"]["avg(data.celsius)"].clone(),
+            )
+        })
+        .collect();
+    results.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        results,
+        [
+            ("a".to_owned(), json!(2.0), json!(50.0)),
+            ("b".to_owned(), json!(1.0), json!(0.0)),
+        ]
+    );
+    let pipelines = cluster.get("n1", "/v1/pipelines").body;
+    let rooms = pipelines
+        .as_array()
+        .and_then(|p| p.iter().find(|p| p["spec"]["id"] == "rooms"))
+        .unwrap_or_else(|| panic!("rooms in {pipelines}"));
+    assert_eq!(rooms["counters"]["transform_errors"], 1, "{rooms}");
+    assert_eq!(rooms["counters"]["added"], 3, "{rooms}");
+
+    // A transform is checked when the pipeline is created: the plugin,
+    // its kind (takes input, returns outputs) and its settings.
+    let pipeline = |transform: Value| {
+        json!({"id": "p2", "window": {"kind": "tumbling", "size_ms": 1000},
+               "aggregates": [{"op": "count"}], "transform": transform})
+        .to_string()
+    };
+    for (transform, field) in [
+        (
+            json!({"plugin": "json.transform", "with": {"filter": ".["}}),
+            "transform.with.filter",
+        ),
+        (
+            json!({"plugin": "json.transform", "with": {"filter": ".", "input": 1}}),
+            "transform.with.input",
+        ),
+        (
+            json!({"plugin": "json.transform", "version": "^9", "with": {"filter": "."}}),
+            "transform.version",
+        ),
+        (json!({"plugin": "echo"}), "transform.plugin"),
+        (json!({"plugin": "nope"}), "transform.plugin"),
+    ] {
+        let reply = cluster.post("n1", "/v1/pipelines", &pipeline(transform.clone()));
+        assert_eq!(reply.status, 422, "{transform}: {}", reply.text);
+        assert_eq!(reply.body["field"], field, "{transform}: {}", reply.text);
+    }
+}
