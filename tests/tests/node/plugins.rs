@@ -439,3 +439,30 @@ fn a_pipeline_transform_reshapes_fans_out_and_drops_events_before_windowing() {
         assert_eq!(reply.body["field"], field, "{transform}: {}", reply.text);
     }
 }
+
+fn metric(cluster: &Cluster, line_start: &str) -> Option<f64> {
+    cluster
+        .get("n1", "/metrics")
+        .text
+        .lines()
+        .find_map(|l| l.strip_prefix(line_start)?.trim().parse().ok())
+}
+
+#[test]
+fn a_restarted_registry_releases_its_resources_and_acquires_them_again() {
+    let mut cluster = Cluster::new(1, "");
+    cluster.start("n1", &["--fault-injection"]);
+    let held = r#"troupe_resource_held{resource="http"}"#;
+    assert_eq!(metric(&cluster, held), Some(1.0));
+    let crash = cluster.post("n1", "/v1/actors/node/plugins/crash", "");
+    assert_eq!(crash.status, 202, "{}", crash.text);
+    wait_until(Duration::from_secs(10), "the registry back with its resources", || {
+        metric(&cluster, r#"troupe_resource_released_total{resource="http"}"#) == Some(1.0)
+            && metric(&cluster, r#"troupe_resource_acquired_total{resource="http"}"#) == Some(2.0)
+    });
+    assert_eq!(metric(&cluster, held), Some(1.0), "one client held, not two");
+    // And the plugins that use it still work.
+    let (url, _received) = one_shot_server(200);
+    let done = run(&cluster, &json!({"kind": "http.webhook", "input": {"url": url}}));
+    assert_eq!(done["state"], "succeeded", "{done}");
+}
