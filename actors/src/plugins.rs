@@ -12,9 +12,8 @@
 use std::sync::{Arc, RwLock};
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
-use serde_json::Value;
 use tokio_util::sync::CancellationToken;
-use troupe_plugin::{Context, Invalid, LoadedPlugin, Plugins, Scope, ScopeBuilder};
+use troupe_plugin::{Context, LoadedPlugin, Plugins, Scope, ScopeBuilder};
 use troupe_protocol::plugins::PluginInfo;
 
 /// The plugins of this node and, while the registry runs, its resources.
@@ -48,12 +47,6 @@ impl PluginHost {
     /// The plugin that runs `kind`.
     pub fn get(&self, kind: &str) -> Option<&Arc<LoadedPlugin>> {
         self.plugins.get(kind)
-    }
-
-    /// Checks `input` for `kind` on this node; `None` if this node does
-    /// not run `kind`.
-    pub fn check(&self, kind: &str, input: &Value) -> Option<Result<(), Invalid>> {
-        self.get(kind).map(|p| p.check(input))
     }
 
     /// What an attempt sees: its cancellation and the node's resources.
