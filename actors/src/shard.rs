@@ -33,6 +33,9 @@ const TICK: Duration = Duration::from_millis(50);
 const PAGE: usize = 4_096;
 /// Pages processed per tick, so status requests are answered meanwhile.
 const PAGES_PER_TICK: usize = 16;
+/// Time after which a tick stops at the end of a page (a pipeline with a
+/// slow transform takes far longer per page than plain windowing).
+const TICK_BUDGET: Duration = Duration::from_millis(200);
 
 /// One pipeline as a checkpoint keeps it.
 #[derive(Debug, Serialize, Deserialize)]
@@ -266,7 +269,11 @@ impl WindowShard {
 
     /// Processes up to [`PAGES_PER_TICK`] pages; whether more may follow.
     async fn catch_up(&self, state: &mut ShardState) -> Result<bool, ActorProcessingErr> {
+        let started = std::time::Instant::now();
         for _ in 0..PAGES_PER_TICK {
+            if started.elapsed() > TICK_BUDGET {
+                return Ok(true);
+            }
             let Some(from) = state
                 .pipelines
                 .iter()

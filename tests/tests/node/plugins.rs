@@ -456,13 +456,30 @@ fn a_restarted_registry_releases_its_resources_and_acquires_them_again() {
     assert_eq!(metric(&cluster, held), Some(1.0));
     let crash = cluster.post("n1", "/v1/actors/node/plugins/crash", "");
     assert_eq!(crash.status, 202, "{}", crash.text);
-    wait_until(Duration::from_secs(10), "the registry back with its resources", || {
-        metric(&cluster, r#"troupe_resource_released_total{resource="http"}"#) == Some(1.0)
-            && metric(&cluster, r#"troupe_resource_acquired_total{resource="http"}"#) == Some(2.0)
-    });
-    assert_eq!(metric(&cluster, held), Some(1.0), "one client held, not two");
+    wait_until(
+        Duration::from_secs(10),
+        "the registry back with its resources",
+        || {
+            metric(
+                &cluster,
+                r#"troupe_resource_released_total{resource="http"}"#,
+            ) == Some(1.0)
+                && metric(
+                    &cluster,
+                    r#"troupe_resource_acquired_total{resource="http"}"#,
+                ) == Some(2.0)
+        },
+    );
+    assert_eq!(
+        metric(&cluster, held),
+        Some(1.0),
+        "one client held, not two"
+    );
     // And the plugins that use it still work.
     let (url, _received) = one_shot_server(200);
-    let done = run(&cluster, &json!({"kind": "http.webhook", "input": {"url": url}}));
+    let done = run(
+        &cluster,
+        &json!({"kind": "http.webhook", "input": {"url": url}}),
+    );
     assert_eq!(done["state"], "succeeded", "{done}");
 }
