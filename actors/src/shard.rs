@@ -290,6 +290,8 @@ impl WindowShard {
             let read: usize = batches.iter().map(|b| b.len()).sum();
             let mut results = Vec::new();
             let mut late: Vec<(String, Event)> = Vec::new();
+            // What transforms see: never cancelled, the node's resources.
+            let cx = self.plugins.context(CancellationToken::new());
             for pipeline in state.pipelines.iter_mut().filter(|p| p.running) {
                 let Pipeline {
                     engine,
@@ -307,7 +309,6 @@ impl WindowShard {
                     if !engine.takes_type(&event.event_type) {
                         continue;
                     }
-                    let cx = self.plugins.context(CancellationToken::new());
                     let derived = transform.apply(event, &cx).await.unwrap_or_else(|reason| {
                         counters.transform_errors += 1;
                         tracing::debug!(pipeline = %engine.spec().id, event = %event.event_id, %reason, "transform failed; event skipped");

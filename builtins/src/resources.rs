@@ -79,12 +79,9 @@ enum PostgresError {
     },
 }
 
-async fn connect(config: Result<Config, tokio_postgres::Error>) -> Result<Pool, PostgresError> {
-    let mut config = config.map_err(PostgresError::Url)?;
-    if config.get_connect_timeout().is_none() {
-        config.connect_timeout(PG_CONNECT_TIMEOUT);
-    }
-    let target = target(&config);
+/// A pool for `config` (at most 4 connections, fast recycling, no TLS),
+/// nothing connected yet; the node's results sink uses the same.
+pub fn pg_pool(config: Config) -> Result<Pool, deadpool_postgres::BuildError> {
     let manager = Manager::from_config(
         config,
         NoTls,
@@ -92,7 +89,16 @@ async fn connect(config: Result<Config, tokio_postgres::Error>) -> Result<Pool, 
             recycling_method: RecyclingMethod::Fast,
         },
     );
-    let pool = Pool::builder(manager).max_size(PG_POOL_SIZE).build()?;
+    Pool::builder(manager).max_size(PG_POOL_SIZE).build()
+}
+
+async fn connect(config: Result<Config, tokio_postgres::Error>) -> Result<Pool, PostgresError> {
+    let mut config = config.map_err(PostgresError::Url)?;
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(PG_CONNECT_TIMEOUT);
+    }
+    let target = target(&config);
+    let pool = pg_pool(config)?;
     let client = pool.get().await.map_err(|e| PostgresError::Connect {
         target: target.clone(),
         reason: pool_message(&e),

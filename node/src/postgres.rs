@@ -7,10 +7,9 @@
 
 use std::time::Duration;
 
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use deadpool_postgres::Pool;
 use futures::future::BoxFuture;
 use tokio::sync::OnceCell;
-use tokio_postgres::NoTls;
 use troupe_actors::sink::ResultSink;
 use troupe_actors::store::ResultFilter;
 use troupe_protocol::WindowResult;
@@ -53,15 +52,7 @@ pub struct PgSink {
 impl PgSink {
     /// A sink for `url`; nothing is connected yet.
     pub fn new(url: &str) -> Result<Self, PgError> {
-        let config: tokio_postgres::Config = url.parse()?;
-        let manager = Manager::from_config(
-            config,
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
-        let pool = Pool::builder(manager).max_size(4).build()?;
+        let pool = troupe_builtins::resources::pg_pool(url.parse()?)?;
         Ok(Self {
             pool,
             migrated: OnceCell::new(),
