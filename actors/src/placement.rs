@@ -63,6 +63,25 @@ pub fn rendezvous_order<'a>(key: &str, nodes: &'a [String]) -> Vec<&'a str> {
     ranked.into_iter().map(|(_, n)| n).collect()
 }
 
+/// The copies of a task with key `key`: first the nodes that can run it
+/// (`runners`, in rendezvous order: the owner, then who adopts it), then
+/// the other `live` nodes in rendezvous order — they only keep a copy, so
+/// that a task whose plugin few nodes run is still on min(R, live) disks.
+pub fn replica_order<'a>(key: &str, runners: &'a [String], live: &'a [String]) -> Vec<&'a str> {
+    let others: Vec<String> = live
+        .iter()
+        .filter(|n| !runners.contains(n))
+        .cloned()
+        .collect();
+    let mut order = rendezvous_order(key, runners);
+    order.extend(
+        rendezvous_order(key, &others)
+            .into_iter()
+            .filter_map(|n| live.iter().find(|l| l.as_str() == n).map(String::as_str)),
+    );
+    order
+}
+
 /// The owner of `key` among `nodes`.
 pub fn rendezvous_owner<'a>(key: &str, nodes: &'a [String]) -> Option<&'a str> {
     rendezvous_order(key, nodes).into_iter().next()
@@ -107,6 +126,23 @@ mod tests {
         assert!(eligible(&live, &catalogue, "sql", Some(&v3)).is_empty());
         assert!(eligible(&live, &catalogue, "teleport", None).is_empty());
         assert!(eligible(&nodes(&["n3"]), &catalogue, "sql", None).is_empty());
+    }
+
+    #[test]
+    fn copies_go_to_runners_first_then_to_the_other_live_nodes() {
+        let live = nodes(&["n1", "n2", "n3", "n4"]);
+        let runners = nodes(&["n3"]);
+        for key in ["a", "b", "c"] {
+            let order = replica_order(key, &runners, &live);
+            assert_eq!(order.len(), 4, "every live node, once");
+            assert_eq!(order[0], "n3", "the only runner owns it");
+            let rest = nodes(&["n1", "n2", "n4"]);
+            assert_eq!(order[1..], rendezvous_order(key, &rest)[..]);
+        }
+        assert_eq!(
+            replica_order("a", &live, &live),
+            rendezvous_order("a", &live)
+        );
     }
 
     #[test]

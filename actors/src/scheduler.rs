@@ -29,7 +29,7 @@ use troupe_protocol::wire::PlacedTask;
 use troupe_protocol::{Attempt, SubmitTask, TaskAccepted, TaskPage, TaskRecord, TaskState};
 
 use crate::directory::ActorDirectory;
-use crate::placement::{compatible, eligible, rendezvous_order, rendezvous_owner, Catalogue};
+use crate::placement::{compatible, eligible, rendezvous_owner, replica_order, Catalogue};
 use crate::plugins::PluginHost;
 use crate::store::{Inserted, Storage, StoreError, TaskStore};
 use crate::tasks::gauges::PoolGauges;
@@ -455,8 +455,9 @@ impl Scheduler {
 
     /// Copies `record` to the other nodes of its replica set, without waiting.
     fn replicate(&self, record: &TaskRecord) {
-        let live = self.placement(record);
-        for node in rendezvous_order(&record.key, &live)
+        let runners = self.placement(record);
+        let live = self.cluster.live.borrow().clone();
+        for node in replica_order(&record.key, &runners, &live)
             .into_iter()
             .take(self.cluster.replication)
             .filter(|n| *n != &*self.node_id)

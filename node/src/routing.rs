@@ -19,7 +19,7 @@ use ractor::rpc::CallResult;
 use ractor::ActorRef;
 use tokio::sync::watch;
 use troupe_actors::directory::ActorDirectory;
-use troupe_actors::placement::{eligible, rendezvous_order, Catalogue};
+use troupe_actors::placement::{eligible, rendezvous_order, replica_order, Catalogue};
 use troupe_actors::plugins::PluginHost;
 use troupe_actors::scheduler::{
     in_batch, local_plugin, validate, wanted_version, SchedulerError, SchedulerMsg,
@@ -308,8 +308,8 @@ impl TaskRouter {
     }
 
     /// The replica nodes of `record` other than this one.
-    fn replicas_of(&self, key: &str, live: &[String]) -> Vec<String> {
-        rendezvous_order(key, live)
+    fn replicas_of(&self, key: &str, runners: &[String], live: &[String]) -> Vec<String> {
+        replica_order(key, runners, live)
             .into_iter()
             .take(self.replication)
             .filter(|n| *n != &*self.node_id)
@@ -318,18 +318,19 @@ impl TaskRouter {
     }
 
     async fn store_on_replicas(&self, records: &[TaskRecord]) -> Result<(), ApiError> {
-        let mut runners = self.runners(self.placement_view().await?);
+        let live = self.placement_view().await?;
+        let mut runners = self.runners(live.clone());
         let mut by_node: BTreeMap<String, Vec<TaskRecord>> = BTreeMap::new();
         for record in records {
-            // The replicas are the nodes that could adopt it: the same
-            // order as placement, over the nodes that run its plugin.
+            // The nodes that could adopt it come first, in the order
+            // placement used; then others, which only keep a copy.
             let task = SubmitTask {
                 kind: record.kind.clone(),
                 version: record.version.clone(),
                 ..SubmitTask::default()
             };
             let nodes = runners.of(&task).map_err(table_error)?;
-            for node in self.replicas_of(&record.key, nodes) {
+            for node in self.replicas_of(&record.key, nodes, &live) {
                 by_node.entry(node).or_default().push(record.clone());
             }
         }

@@ -2,8 +2,8 @@
 //! others lack (`test.reverse`, declared in this crate's
 //! `troupe-plugged` binary). Every node learns that from gossip; tasks of
 //! that kind go to it alone, whichever node takes the submission; input
-//! is checked by a node that has the plugin; and once it is gone, the
-//! kind is refused.
+//! is checked by a node that has the plugin; once it is gone, the kind
+//! is refused, and what it ran is still answered for by the others.
 
 use std::path::Path;
 use std::time::Duration;
@@ -192,4 +192,11 @@ fn tasks_of_a_plugin_go_only_to_the_nodes_built_with_it() {
         );
         status == 422 && body["field"] == "kind"
     });
+    // What n3 ran is still answered for: its records were copied to
+    // nodes without the plugin too (min(R, live) copies).
+    for id in ids.iter().step_by(7) {
+        let copy = cluster.get("n1", &format!("/v1/tasks/{id}"));
+        assert_eq!(copy.status, 200, "{id}: {}", copy.text);
+        assert_eq!(copy.body["state"], "succeeded", "{}", copy.text);
+    }
 }
