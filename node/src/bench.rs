@@ -421,7 +421,14 @@ impl std::io::Read for EventStream {
 /// reports the rate and the node's peak memory.
 pub fn events(args: &BenchEventsArgs, log_format: LogFormat) -> anyhow::Result<EventBenchReport> {
     anyhow::ensure!(args.sources >= 1, "--sources must be at least 1");
-    let mut cluster = BenchCluster::start(1, 1, 1, PIPELINE, log_format)?;
+    let pipeline = match &args.transform {
+        Some(filter) => format!(
+            "{PIPELINE}transform = {{ plugin = \"json.transform\", with = {{ filter = {} }} }}\n",
+            toml::Value::String(filter.clone())
+        ),
+        None => PIPELINE.to_owned(),
+    };
+    let mut cluster = BenchCluster::start(1, 1, 1, &pipeline, log_format)?;
     let node = &cluster.nodes[0];
     eprintln!(
         "node ready; streaming {} events in one NDJSON request",

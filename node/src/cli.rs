@@ -122,6 +122,11 @@ pub struct BenchEventsArgs {
     /// Distinct sources.
     #[arg(long, default_value_t = 100)]
     pub sources: u64,
+    /// Run each event's data through `json.transform` with this jq filter
+    /// before windowing (e.g. `{temperature: (.temperature * 9 / 5 + 32)}`):
+    /// the cost of a pipeline transform.
+    #[arg(long)]
+    pub transform: Option<String>,
     /// Output format.
     #[arg(long, value_enum, default_value = "table")]
     pub output: Output,
