@@ -16,6 +16,8 @@ use tokio_util::sync::CancellationToken;
 use troupe_plugin::{Context, LoadedPlugin, Plugins, Scope, ScopeBuilder};
 use troupe_protocol::plugins::PluginInfo;
 
+use crate::placement::Catalogue;
+
 /// The plugins of this node and, while the registry runs, its resources.
 pub struct PluginHost {
     plugins: Plugins,
@@ -47,6 +49,15 @@ impl PluginHost {
     /// The plugin that runs `kind`.
     pub fn get(&self, kind: &str) -> Option<&Arc<LoadedPlugin>> {
         self.plugins.get(kind)
+    }
+
+    /// `catalogue` (as gossiped) with this node's entry as loaded here:
+    /// what placement reads, the same on every path of this node whatever
+    /// gossip has said of it yet.
+    pub fn with_own(&self, node_id: &str, catalogue: &Catalogue) -> Catalogue {
+        let mut catalogue = catalogue.clone();
+        catalogue.insert(node_id.to_owned(), self.plugins.catalogue());
+        catalogue
     }
 
     /// What an attempt sees: its cancellation and the node's resources.

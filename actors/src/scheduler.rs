@@ -474,12 +474,10 @@ impl Scheduler {
             .version
             .as_deref()
             .and_then(|v| VersionReq::parse(v).ok());
-        eligible(
-            &live,
-            &self.cluster.catalogue.borrow(),
-            &record.kind,
-            wanted.as_ref(),
-        )
+        let catalogue = self
+            .plugins
+            .with_own(&self.node_id, &self.cluster.catalogue.borrow());
+        eligible(&live, &catalogue, &record.kind, wanted.as_ref())
     }
 
     /// After a membership change: adopt the tasks whose owner is gone and

@@ -176,11 +176,11 @@ impl TaskRouter {
     /// Where tasks can run, for one request over `live`: this node by the
     /// plugins it loaded, the others by what they gossip.
     pub(crate) fn runners(&self, live: Vec<String>) -> Runners {
-        let mut catalogue = self.catalogue.borrow().clone();
-        catalogue.insert(self.node_id.to_string(), self.plugins.plugins().catalogue());
         Runners {
+            catalogue: self
+                .plugins
+                .with_own(&self.node_id, &self.catalogue.borrow()),
             live,
-            catalogue,
             known: HashMap::new(),
         }
     }
