@@ -50,6 +50,9 @@ pub struct ClusterConfig {
     /// `[ingest]`: event ingestion limits.
     #[serde(default)]
     pub ingest: IngestSection,
+    /// `[limits]`: per-client request rate.
+    #[serde(default)]
+    pub limits: LimitsSection,
     /// `[debug]`: switches for testing and demos.
     #[serde(default)]
     pub debug: DebugSection,
@@ -184,6 +187,20 @@ impl WorkersSection {
     pub fn stuck_after(&self) -> Duration {
         Duration::from_secs(self.stuck_after_secs)
     }
+}
+
+/// `[limits]`: how many HTTP requests one client (by IP address) may
+/// make; beyond that, 429 with Retry-After. `/health`, `/ready` and
+/// `/metrics` are never limited.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsSection {
+    /// Sustained requests per second per client; 0 (the default) is no
+    /// limit.
+    pub requests_per_second: u32,
+    /// Requests a client may make at once above the sustained rate
+    /// (default: one second's worth).
+    pub burst: Option<u32>,
 }
 
 /// `[ingest]`.

@@ -10,6 +10,7 @@ mod error;
 mod events;
 mod health;
 mod json;
+pub mod limits;
 mod pipelines;
 mod schedules;
 mod tasks;
@@ -64,6 +65,8 @@ pub struct AppState {
     pub fault_injection: bool,
     /// Renders `/metrics`.
     pub metrics: PrometheusHandle,
+    /// Per-client request rate, when `[limits]` sets one.
+    pub limits: Option<Arc<limits::ClientLimits>>,
 }
 
 /// The `limit` query parameter of a paged listing: 1 to `max`.

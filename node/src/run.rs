@@ -335,10 +335,12 @@ pub async fn run(
         results_db,
         fault_injection: options.fault_injection || config.debug.fault_injection,
         metrics: metrics.clone(),
+        limits: http::limits::ClientLimits::from_config(&config.limits).map(Arc::new),
     });
     let server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
+            .wrap_fn(http::limits::limit_rate)
             .wrap_fn(http::record_request)
             .configure(http::routes)
     })

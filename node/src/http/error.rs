@@ -12,6 +12,8 @@ pub struct ApiError {
     code: &'static str,
     detail: String,
     field: Option<String>,
+    /// Seconds for `Retry-After` (sent with 429 and 503).
+    retry_after_secs: u64,
 }
 
 impl ApiError {
@@ -21,6 +23,7 @@ impl ApiError {
             code,
             detail: detail.into(),
             field: None,
+            retry_after_secs: 1,
         }
     }
 
@@ -60,6 +63,14 @@ impl ApiError {
     /// 429: the node is saturated; retry after a second.
     pub fn saturated(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::TOO_MANY_REQUESTS, "saturated", detail)
+    }
+
+    /// 429: this client is over its request rate; retry after `secs`.
+    pub fn rate_limited(detail: impl Into<String>, secs: u64) -> Self {
+        Self {
+            retry_after_secs: secs.max(1),
+            ..Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", detail)
+        }
     }
 
     /// 503: a part of the node is not available; retrying later can help.
@@ -104,6 +115,7 @@ impl ApiError {
             code,
             detail: body.detail,
             field: body.field,
+            retry_after_secs: 1,
         }
     }
 }
@@ -119,7 +131,7 @@ impl ResponseError for ApiError {
             self.status,
             StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS
         ) {
-            response.insert_header(("Retry-After", "1"));
+            response.insert_header(("Retry-After", self.retry_after_secs.to_string()));
         }
         response.json(self.to_parts().1)
     }

@@ -5,6 +5,7 @@ mod api;
 mod cluster_up;
 mod durability;
 mod events;
+mod limits;
 mod plugins;
 mod postgres;
 mod supervision;
