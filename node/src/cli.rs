@@ -45,6 +45,25 @@ pub enum Command {
     /// Measure a fresh local cluster.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Print a bearer token (JWT, HS256) signed with the cluster secret.
+    Token(TokenArgs),
+}
+
+/// `troupe token`.
+#[derive(Debug, Args)]
+pub struct TokenArgs {
+    /// The cluster config file (its secret signs the token).
+    #[arg(long, default_value = "cluster.toml")]
+    pub config: PathBuf,
+    /// Who the token is for.
+    #[arg(long, default_value = "cli")]
+    pub subject: String,
+    /// What it allows.
+    #[arg(long, value_enum, default_value = "admin")]
+    pub role: crate::config::Role,
+    /// Seconds until it expires.
+    #[arg(long, default_value_t = 3600)]
+    pub ttl_secs: u64,
 }
 
 /// `troupe chaos`.

@@ -116,6 +116,24 @@ pub async fn main() -> ExitCode {
                 Err(e) => failed(e.into()),
             }
         }
+        Command::Token(args) => {
+            let config = match load(&args.config) {
+                Ok(config) => config,
+                Err(code) => return code,
+            };
+            match crate::http::access::mint(
+                &config.cluster.secret,
+                &args.subject,
+                args.role,
+                args.ttl_secs,
+            ) {
+                Ok(token) => {
+                    println!("{token}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => failed(anyhow::anyhow!(e)),
+            }
+        }
         Command::Status(args) => {
             match tokio::task::spawn_blocking(move || status::run(&args)).await {
                 Ok(Ok(())) => ExitCode::SUCCESS,

@@ -53,6 +53,9 @@ pub struct ClusterConfig {
     /// `[limits]`: per-client request rate.
     #[serde(default)]
     pub limits: LimitsSection,
+    /// `[auth]`: bearer tokens for clients.
+    #[serde(default)]
+    pub auth: AuthSection,
     /// `[debug]`: switches for testing and demos.
     #[serde(default)]
     pub debug: DebugSection,
@@ -201,6 +204,44 @@ pub struct LimitsSection {
     /// Requests a client may make at once above the sustained rate
     /// (default: one second's worth).
     pub burst: Option<u32>,
+}
+
+/// `[auth]`: who may call the HTTP API. With `required`, every request
+/// that changes something (any method but GET and HEAD) needs a bearer
+/// token — a JWT (HS256, signed with the cluster secret; `troupe token`
+/// makes one) or one of `tokens` — and reads need one too with
+/// `protect_reads`. Probes (`/health`, `/ready`, `/metrics`) never do.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthSection {
+    /// Require tokens (off by default).
+    pub required: bool,
+    /// Require a token to read too.
+    pub protect_reads: bool,
+    /// Static tokens, for clients that cannot mint JWTs.
+    pub tokens: Vec<StaticToken>,
+}
+
+/// One `[[auth.tokens]]` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StaticToken {
+    /// Who holds it (logged, and named in a 403).
+    pub name: String,
+    /// The token itself.
+    pub token: String,
+    /// What it allows.
+    pub role: Role,
+}
+
+/// What a token allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Everything.
+    Admin,
+    /// Reads only.
+    Read,
 }
 
 /// `[ingest]`.

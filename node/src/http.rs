@@ -4,6 +4,7 @@
 //! path, call it, and map the reply to HTTP. [`routes`] is used by the
 //! server and by in-process tests alike.
 
+pub mod access;
 mod actors;
 mod cluster;
 mod error;
@@ -65,6 +66,8 @@ pub struct AppState {
     pub fault_injection: bool,
     /// Renders `/metrics`.
     pub metrics: PrometheusHandle,
+    /// Token checks, when `[auth] required`.
+    pub access: Option<Arc<access::Access>>,
     /// Per-client request rate, when `[limits]` sets one.
     pub limits: Option<Arc<limits::ClientLimits>>,
 }

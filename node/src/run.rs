@@ -336,10 +336,13 @@ pub async fn run(
         fault_injection: options.fault_injection || config.debug.fault_injection,
         metrics: metrics.clone(),
         limits: http::limits::ClientLimits::from_config(&config.limits).map(Arc::new),
+        access: http::access::Access::from_config(&config.auth, &config.cluster.secret)
+            .map(Arc::new),
     });
     let server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
+            .wrap_fn(http::access::authorize)
             .wrap_fn(http::limits::limit_rate)
             .wrap_fn(http::record_request)
             .configure(http::routes)

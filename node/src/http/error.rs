@@ -50,6 +50,11 @@ impl ApiError {
         Self::new(StatusCode::NOT_FOUND, "not_found", detail)
     }
 
+    /// 401: no credentials, or ones that do not verify.
+    pub fn unauthorized(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", detail)
+    }
+
     /// 403.
     pub fn forbidden(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::FORBIDDEN, "forbidden", detail)
@@ -105,6 +110,7 @@ impl ApiError {
             "invalid_field" => "invalid_field",
             "not_found" => "not_found",
             "forbidden" => "forbidden",
+            "unauthorized" => "unauthorized",
             "conflict" => "conflict",
             "too_large" => "too_large",
             "saturated" => "saturated",
@@ -132,6 +138,9 @@ impl ResponseError for ApiError {
             StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS
         ) {
             response.insert_header(("Retry-After", self.retry_after_secs.to_string()));
+        }
+        if self.status == StatusCode::UNAUTHORIZED {
+            response.insert_header(("WWW-Authenticate", "Bearer"));
         }
         response.json(self.to_parts().1)
     }

@@ -2,6 +2,7 @@
 //! All in one test binary so it links once.
 
 mod api;
+mod auth;
 mod cluster_up;
 mod durability;
 mod events;
