@@ -183,6 +183,32 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .default_service(web::to(error::not_found));
 }
 
+/// For a middleware that decides before routing: answers `refused`
+/// without calling the service, or calls it.
+fn refuse_or_call<S, B>(
+    req: ServiceRequest,
+    srv: &S,
+    refused: Option<ApiError>,
+) -> impl std::future::Future<Output = Result<actix_web::dev::ServiceResponse<B>, actix_web::Error>>
+where
+    S: Service<
+        ServiceRequest,
+        Response = actix_web::dev::ServiceResponse<B>,
+        Error = actix_web::Error,
+    >,
+{
+    let call = match refused {
+        Some(error) => Err(error),
+        None => Ok(srv.call(req)),
+    };
+    async move {
+        match call {
+            Ok(call) => call.await,
+            Err(error) => Err(error.into()),
+        }
+    }
+}
+
 /// Counts requests by route pattern and status, and times them.
 pub fn record_request<S, B>(
     req: ServiceRequest,

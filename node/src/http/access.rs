@@ -119,14 +119,5 @@ where
         .app_data::<web::Data<AppState>>()
         .and_then(|state| state.access.as_ref())
         .and_then(|access| access.check(&req).err());
-    let response = match refused {
-        Some(error) => Err(error),
-        None => Ok(srv.call(req)),
-    };
-    async move {
-        match response {
-            Ok(call) => call.await,
-            Err(error) => Err(error.into()),
-        }
-    }
+    super::refuse_or_call(req, srv, refused)
 }

@@ -77,17 +77,8 @@ where
         .filter(|_| !PROBES.contains(&req.path()))
         .zip(req.peer_addr())
         .and_then(|(limits, peer)| limits.admit(peer.ip()).err());
-    let response = match refused {
-        Some(error) => {
-            metrics::counter!("troupe_http_rate_limited_total").increment(1);
-            Err(error)
-        }
-        None => Ok(srv.call(req)),
-    };
-    async move {
-        match response {
-            Ok(call) => call.await,
-            Err(error) => Err(error.into()),
-        }
+    if refused.is_some() {
+        metrics::counter!("troupe_http_rate_limited_total").increment(1);
     }
+    super::refuse_or_call(req, srv, refused)
 }
