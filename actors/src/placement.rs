@@ -22,21 +22,49 @@ pub fn compatible(version: &str, wanted: Option<&VersionReq>) -> bool {
     wanted.is_none_or(|req| Version::parse(version).is_ok_and(|v| req.matches(&v)))
 }
 
+/// A task's requirement on its plugin's version (`^1.2`), if it has one.
+pub fn version_req(text: Option<&str>) -> Result<Option<VersionReq>, String> {
+    text.map(|v| {
+        VersionReq::parse(v).map_err(|e| format!("not a semver requirement (like ^1.2): {e}"))
+    })
+    .transpose()
+}
+
+/// This node's id and the version of the plugin in question it loaded:
+/// a node knows itself better than gossip does, which may lag behind or
+/// not carry it yet.
+pub type Own<'a> = (&'a str, Option<&'a str>);
+
+/// The version of plugin `kind` that `node` runs: this node by what it
+/// loaded, the others by the gossiped `catalogue`.
+pub fn version_on<'a>(
+    node: &str,
+    catalogue: &'a Catalogue,
+    own: Own<'a>,
+    kind: &str,
+) -> Option<&'a str> {
+    if node == own.0 {
+        return own.1;
+    }
+    catalogue
+        .get(node)?
+        .iter()
+        .find(|p| p.name == kind)
+        .map(|p| p.version.as_str())
+}
+
 /// The nodes of `live` that run plugin `kind` in a version `wanted`
 /// accepts, in `live`'s order.
 pub fn eligible(
     live: &[String],
     catalogue: &Catalogue,
+    own: Own<'_>,
     kind: &str,
     wanted: Option<&VersionReq>,
 ) -> Vec<String> {
     live.iter()
         .filter(|node| {
-            catalogue.get(*node).is_some_and(|plugins| {
-                plugins
-                    .iter()
-                    .any(|p| p.name == kind && compatible(&p.version, wanted))
-            })
+            version_on(node, catalogue, own, kind).is_some_and(|v| compatible(v, wanted))
         })
         .cloned()
         .collect()
@@ -95,6 +123,10 @@ mod tests {
         ids.iter().map(|s| (*s).to_owned()).collect()
     }
 
+    fn eligible_own(catalogue: &Catalogue, live: &[String]) -> Vec<String> {
+        eligible(live, catalogue, ("n4", Some("1.9.0")), "sql", None)
+    }
+
     #[test]
     fn only_nodes_with_a_compatible_plugin_are_eligible() {
         let id = |name: &str, version: &str| PluginId {
@@ -115,17 +147,19 @@ mod tests {
         .into_iter()
         .collect();
         let live = nodes(&["n1", "n2", "n3", "n4"]);
-        assert_eq!(
-            eligible(&live, &catalogue, "echo", None),
-            ["n1", "n2", "n3"]
-        );
-        assert_eq!(eligible(&live, &catalogue, "sql", None), ["n1", "n2"]);
+        let eligible =
+            |live: &[String], kind, wanted| eligible(live, &catalogue, ("n9", None), kind, wanted);
+        assert_eq!(eligible(&live, "echo", None), ["n1", "n2", "n3"]);
+        assert_eq!(eligible(&live, "sql", None), ["n1", "n2"]);
         let v1 = VersionReq::parse("^1.2").expect("req");
-        assert_eq!(eligible(&live, &catalogue, "sql", Some(&v1)), ["n1"]);
+        assert_eq!(eligible(&live, "sql", Some(&v1)), ["n1"]);
         let v3 = VersionReq::parse(">=3").expect("req");
-        assert!(eligible(&live, &catalogue, "sql", Some(&v3)).is_empty());
-        assert!(eligible(&live, &catalogue, "teleport", None).is_empty());
-        assert!(eligible(&nodes(&["n3"]), &catalogue, "sql", None).is_empty());
+        assert!(eligible(&live, "sql", Some(&v3)).is_empty());
+        assert!(eligible(&live, "teleport", None).is_empty());
+        assert!(eligible(&nodes(&["n3"]), "sql", None).is_empty());
+        // A node answers for itself by what it loaded, whatever gossip says.
+        let own = eligible_own(&catalogue, &live);
+        assert_eq!(own, ["n1", "n2", "n4"]);
     }
 
     #[test]

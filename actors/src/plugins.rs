@@ -16,8 +16,6 @@ use tokio_util::sync::CancellationToken;
 use troupe_plugin::{Context, LoadedPlugin, Plugins, Scope, ScopeBuilder};
 use troupe_protocol::plugins::PluginInfo;
 
-use crate::placement::Catalogue;
-
 /// The plugins of this node and, while the registry runs, its resources.
 pub struct PluginHost {
     plugins: Plugins,
@@ -51,13 +49,10 @@ impl PluginHost {
         self.plugins.get(kind)
     }
 
-    /// `catalogue` (as gossiped) with this node's entry as loaded here:
-    /// what placement reads, the same on every path of this node whatever
-    /// gossip has said of it yet.
-    pub fn with_own(&self, node_id: &str, catalogue: &Catalogue) -> Catalogue {
-        let mut catalogue = catalogue.clone();
-        catalogue.insert(node_id.to_owned(), self.plugins.catalogue());
-        catalogue
+    /// The version of plugin `kind` this node loaded, if any: what
+    /// placement reads for this node (see `placement::Own`).
+    pub fn version_of(&self, kind: &str) -> Option<&'static str> {
+        self.get(kind).map(|p| p.version())
     }
 
     /// What an attempt sees: its cancellation and the node's resources.

@@ -29,7 +29,9 @@ use troupe_protocol::wire::PlacedTask;
 use troupe_protocol::{Attempt, SubmitTask, TaskAccepted, TaskPage, TaskRecord, TaskState};
 
 use crate::directory::ActorDirectory;
-use crate::placement::{compatible, eligible, rendezvous_owner, replica_order, Catalogue};
+use crate::placement::{
+    compatible, eligible, rendezvous_owner, replica_order, version_req, Catalogue,
+};
 use crate::plugins::PluginHost;
 use crate::store::{Inserted, Storage, StoreError, TaskStore};
 use crate::tasks::gauges::PoolGauges;
@@ -209,15 +211,10 @@ fn count(event: &'static str) {
 
 /// The version requirement a task puts on its plugin.
 pub fn wanted_version(task: &SubmitTask) -> Result<Option<VersionReq>, SchedulerError> {
-    task.version
-        .as_deref()
-        .map(|v| {
-            VersionReq::parse(v).map_err(|e| SchedulerError::Invalid {
-                field: "version".into(),
-                reason: format!("not a semver requirement (like ^1.2): {e}"),
-            })
-        })
-        .transpose()
+    version_req(task.version.as_deref()).map_err(|reason| SchedulerError::Invalid {
+        field: "version".into(),
+        reason,
+    })
 }
 
 /// This node's plugin for `task`, if it runs the task's kind in a version
@@ -470,14 +467,16 @@ impl Scheduler {
     /// come from these, in rendezvous order.
     fn placement(&self, record: &TaskRecord) -> Vec<String> {
         let live = self.cluster.live.borrow().clone();
-        let wanted = record
-            .version
-            .as_deref()
-            .and_then(|v| VersionReq::parse(v).ok());
-        let catalogue = self
-            .plugins
-            .with_own(&self.node_id, &self.cluster.catalogue.borrow());
-        eligible(&live, &catalogue, &record.kind, wanted.as_ref())
+        // Checked at submission: a record's requirement parses.
+        let wanted = version_req(record.version.as_deref()).ok().flatten();
+        let own = (&*self.node_id, self.plugins.version_of(&record.kind));
+        eligible(
+            &live,
+            &self.cluster.catalogue.borrow(),
+            own,
+            &record.kind,
+            wanted.as_ref(),
+        )
     }
 
     /// After a membership change: adopt the tasks whose owner is gone and

@@ -15,7 +15,7 @@ use serde_json::{Map, Value};
 use troupe_plugin::{Context, LoadedPlugin};
 use troupe_protocol::{Event, Payload, TransformSpec};
 
-use crate::placement::compatible;
+use crate::placement::{compatible, version_req};
 use crate::plugins::PluginHost;
 
 /// The input field a transform's plugin gets the event's data in.
@@ -43,10 +43,9 @@ impl EventTransform {
     /// fits its schema. `Err((field path under transform, reason))`.
     pub fn new(spec: &TransformSpec, plugins: &PluginHost) -> Result<Self, (String, String)> {
         let bad = |field: &str, reason: String| Err((format!("transform.{field}"), reason));
-        let wanted = match spec.version.as_deref().map(semver::VersionReq::parse) {
-            None => None,
-            Some(Ok(req)) => Some(req),
-            Some(Err(e)) => return bad("version", format!("not a semver requirement: {e}")),
+        let wanted = match version_req(spec.version.as_deref()) {
+            Ok(wanted) => wanted,
+            Err(reason) => return bad("version", reason),
         };
         let Some(plugin) = plugins.get(&spec.plugin) else {
             return bad(

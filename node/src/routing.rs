@@ -19,7 +19,7 @@ use ractor::rpc::CallResult;
 use ractor::ActorRef;
 use tokio::sync::watch;
 use troupe_actors::directory::ActorDirectory;
-use troupe_actors::placement::{eligible, rendezvous_order, replica_order, Catalogue};
+use troupe_actors::placement::{eligible, rendezvous_order, replica_order, version_on, Catalogue};
 use troupe_actors::plugins::PluginHost;
 use troupe_actors::scheduler::{
     in_batch, local_plugin, validate, wanted_version, SchedulerError, SchedulerMsg,
@@ -64,6 +64,8 @@ pub struct TaskRouter {
 pub(crate) struct Runners {
     live: Vec<String>,
     catalogue: Catalogue,
+    me: Arc<str>,
+    plugins: Arc<PluginHost>,
     known: HashMap<(String, Option<String>), Vec<String>>,
 }
 
@@ -74,7 +76,14 @@ impl Runners {
         let key = (task.kind.clone(), task.version.clone());
         if !self.known.contains_key(&key) {
             let wanted = wanted_version(task)?;
-            let nodes = eligible(&self.live, &self.catalogue, &task.kind, wanted.as_ref());
+            let own = (&*self.me, self.plugins.version_of(&task.kind));
+            let nodes = eligible(
+                &self.live,
+                &self.catalogue,
+                own,
+                &task.kind,
+                wanted.as_ref(),
+            );
             if nodes.is_empty() {
                 return Err(self.none_for(task));
             }
@@ -84,13 +93,11 @@ impl Runners {
     }
 
     fn none_for(&self, task: &SubmitTask) -> SchedulerError {
+        let own = (&*self.me, self.plugins.version_of(&task.kind));
         let versions: Vec<&str> = self
-            .catalogue
+            .live
             .iter()
-            .filter(|(node, _)| self.live.contains(node))
-            .flat_map(|(_, plugins)| plugins.iter())
-            .filter(|p| p.name == task.kind)
-            .map(|p| p.version.as_str())
+            .filter_map(|node| version_on(node, &self.catalogue, own, &task.kind))
             .collect();
         match (&task.version, versions.is_empty()) {
             (Some(wanted), false) => SchedulerError::Invalid {
@@ -177,9 +184,9 @@ impl TaskRouter {
     /// plugins it loaded, the others by what they gossip.
     pub(crate) fn runners(&self, live: Vec<String>) -> Runners {
         Runners {
-            catalogue: self
-                .plugins
-                .with_own(&self.node_id, &self.catalogue.borrow()),
+            catalogue: self.catalogue.borrow().clone(),
+            me: Arc::clone(&self.node_id),
+            plugins: Arc::clone(&self.plugins),
             live,
             known: HashMap::new(),
         }
