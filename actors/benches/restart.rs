@@ -100,6 +100,7 @@ fn restart(c: &mut Criterion) {
         stuck_after: STUCK_AFTER,
         plugins: Arc::new(PluginHost::new(Plugins::load(&[]).expect("plugins load"))),
         resources: Arc::new(Scope::builder),
+        results: Arc::default(),
     };
     let tree = runtime
         .block_on(tree::start("bench", &config))

@@ -13,6 +13,7 @@ pub mod ingestor;
 pub mod membership;
 pub mod placement;
 pub mod plugins;
+pub mod results;
 pub mod scheduler;
 pub mod schedules;
 pub mod shard;

@@ -192,6 +192,8 @@ pub struct WindowShard {
     pub watermarks: Arc<LiveWatermarks>,
     /// The plugins pipeline transforms run.
     pub plugins: Arc<PluginHost>,
+    /// Where committed results are published.
+    pub results: Arc<crate::results::ResultsFeed>,
 }
 
 struct Pipeline {
@@ -254,6 +256,7 @@ impl WindowShard {
         state
             .store
             .commit(self.index, results, late, &bytes, self.outbox)?;
+        self.results.publish(results);
         self.watermarks.publish(&state.pipelines);
         Ok(())
     }

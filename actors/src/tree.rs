@@ -93,6 +93,8 @@ pub struct NodeTreeConfig {
     pub stuck_after: Duration,
     /// The plugins this node runs.
     pub plugins: Arc<PluginHost>,
+    /// Where the window shards publish committed results.
+    pub results: Arc<crate::results::ResultsFeed>,
     /// The resources the plugin registry holds for them.
     pub resources: ResourcePlan,
 }
@@ -175,6 +177,7 @@ fn node_children(config: &NodeTreeConfig, directory: &ActorDirectory) -> Vec<Chi
             outbox: config.sink.is_some(),
             watermarks: Arc::clone(&watermarks),
             plugins: Arc::clone(&config.plugins),
+            results: Arc::clone(&config.results),
         };
         let spec = ChildSpec::worker(format!("shard-{k}"), shard, || ());
         match &config.windows_runtime {

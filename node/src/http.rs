@@ -7,6 +7,7 @@
 pub mod access;
 mod actors;
 mod cluster;
+mod dashboard;
 mod error;
 mod events;
 mod health;
@@ -70,6 +71,10 @@ pub struct AppState {
     pub access: Option<Arc<access::Access>>,
     /// Per-client request rate, when `[limits]` sets one.
     pub limits: Option<Arc<limits::ClientLimits>>,
+    /// The worker pool's live figures, for the dashboard.
+    pub pool: Arc<troupe_actors::tasks::gauges::PoolGauges>,
+    /// Window results as they are committed, for the dashboard.
+    pub results: Arc<troupe_actors::results::ResultsFeed>,
 }
 
 /// The `limit` query parameter of a paged listing: 1 to `max`.
@@ -147,7 +152,10 @@ where
 
 /// Registers every route.
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/health", web::get().to(health::health))
+    cfg.route("/", web::get().to(dashboard::page))
+        .route("/v1/dashboard", web::get().to(dashboard::snapshot))
+        .route("/v1/dashboard/stream", web::get().to(dashboard::stream))
+        .route("/health", web::get().to(health::health))
         .route("/ready", web::get().to(health::ready))
         .route("/metrics", web::get().to(health::metrics))
         .route("/v1/cluster", web::get().to(cluster::view))

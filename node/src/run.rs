@@ -20,6 +20,7 @@ use troupe_actors::membership::{
 };
 use troupe_actors::placement::Catalogue;
 use troupe_actors::plugins::{PluginHost, ResourcePlan};
+use troupe_actors::results::ResultsFeed;
 use troupe_actors::scheduler::ClusterLink;
 use troupe_actors::sink::{ResultSink, SinkStatus};
 use troupe_actors::tasks::gauges::PoolGauges;
@@ -294,10 +295,11 @@ pub async fn run(
         windows_runtime: windows.handle(),
         pipelines: config.pipelines.clone(),
         sink: sink.clone(),
-        pool,
+        pool: Arc::clone(&pool),
         stuck_after: config.workers.stuck_after(),
         plugins,
         resources,
+        results: Arc::new(ResultsFeed::default()),
     };
     let mut node_tree = tree::start(&scope, &tree_config)
         .await
@@ -338,6 +340,8 @@ pub async fn run(
         limits: http::limits::ClientLimits::from_config(&config.limits).map(Arc::new),
         access: http::access::Access::from_config(&config.auth, &config.cluster.secret)
             .map(Arc::new),
+        pool,
+        results: Arc::clone(&tree_config.results),
     });
     let server = HttpServer::new(move || {
         App::new()

@@ -7,6 +7,7 @@
 
 pub mod actors;
 pub mod cluster;
+pub mod dashboard;
 pub mod error;
 pub mod events;
 pub mod health;

@@ -6,6 +6,8 @@
 //! and kills whatever is left when dropped, so tests clean up after
 //! themselves and can run in parallel.
 
+pub mod browser;
+
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::net::{TcpListener, UdpSocket};
@@ -44,7 +46,7 @@ pub fn binary() -> PathBuf {
 /// be handed to some process's outgoing connection before the node binds
 /// it. Each test process gets its own slice of 400 (by pid), and a port is
 /// used only if both TCP and UDP can bind it now.
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     const FIRST: u32 = 20_000;
     const SLICE: u32 = 400;
     const SLICES: u32 = 30;

@@ -14,23 +14,18 @@ use ractor::factory::queues::Queue;
 use ractor::factory::{DiscardHandler, Job};
 use troupe_protocol::Priority;
 
-use super::gauges::PoolGauges;
+use super::gauges::{PoolGauges, LANE_ORDER};
 use super::worker::TaskJob;
 
-/// Lanes in serving order, with their weights.
-const LANES: [(Priority, u32); 4] = [
-    (Priority::Critical, 8),
-    (Priority::High, 4),
-    (Priority::Normal, 2),
-    (Priority::Low, 1),
-];
+/// Each lane's weight, lanes in serving order ([`LANE_ORDER`]).
+const WEIGHTS: [u32; 4] = [8, 4, 2, 1];
 
 fn lane(priority: Priority) -> usize {
-    LANES.iter().position(|(p, _)| *p == priority).unwrap_or(2)
+    LANE_ORDER.iter().position(|p| *p == priority).unwrap_or(2)
 }
 
 fn label(index: usize) -> &'static str {
-    match LANES[index].0 {
+    match LANE_ORDER[index] {
         Priority::Critical => "critical",
         Priority::High => "high",
         Priority::Normal => "normal",
@@ -50,7 +45,7 @@ impl FairQueue {
     pub fn new(gauges: Arc<PoolGauges>) -> Self {
         Self {
             lanes: Default::default(),
-            credits: LANES.map(|(_, w)| w),
+            credits: WEIGHTS,
             gauges,
         }
     }
@@ -68,7 +63,8 @@ impl FairQueue {
     fn publish_depth(&self, index: usize) {
         metrics::gauge!("troupe_task_queue_depth", "priority" => label(index))
             .set(self.lanes[index].len() as f64);
-        self.gauges.set_queued(self.len());
+        self.gauges
+            .set_queued(index, self.lanes[index].len(), self.len());
     }
 }
 
@@ -84,7 +80,7 @@ impl Queue<String, TaskJob> for FairQueue {
     fn pop_front(&mut self) -> Option<Job<String, TaskJob>> {
         let index = self.next_lane()?;
         if self.credits[index] == 0 {
-            self.credits = LANES.map(|(_, w)| w);
+            self.credits = WEIGHTS;
         }
         self.credits[index] -= 1;
         let job = self.lanes[index].pop_front();
@@ -148,15 +144,18 @@ mod tests {
 
     #[test]
     fn higher_priorities_go_first_fifo_within_a_lane() {
-        let mut queue = FairQueue::new(PoolGauges::new(0));
+        let gauges = PoolGauges::new(0);
+        let mut queue = FairQueue::new(Arc::clone(&gauges));
         push(&mut queue, Priority::Low, 2);
         push(&mut queue, Priority::Critical, 2);
         push(&mut queue, Priority::Normal, 1);
+        assert_eq!((gauges.lanes(), gauges.queued()), ([2, 0, 1, 2], 5));
         assert_eq!(
             drain(&mut queue, 5),
             ["Critical-0", "Critical-1", "Normal-0", "Low-0", "Low-1"]
         );
         assert!(queue.is_empty());
+        assert_eq!((gauges.lanes(), gauges.queued()), ([0; 4], 0));
     }
 
     #[test]

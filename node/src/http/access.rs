@@ -18,8 +18,9 @@ use serde::{Deserialize, Serialize};
 use super::{ApiError, AppState};
 use crate::config::{AuthSection, Role, StaticToken};
 
-/// Paths that never need a token.
-const PROBES: &[&str] = &["/health", "/ready", "/metrics"];
+/// Paths that never need a token: the probes, and the dashboard page
+/// (it holds no data; it asks for a token when its stream needs one).
+const OPEN: &[&str] = &["/", "/health", "/ready", "/metrics"];
 
 /// A JWT's claims.
 #[derive(Debug, Serialize, Deserialize)]
@@ -83,7 +84,7 @@ impl Access {
     /// Lets `req` through, or says why not.
     fn check(&self, req: &ServiceRequest) -> Result<(), ApiError> {
         let writes = !matches!(*req.method(), Method::GET | Method::HEAD);
-        if PROBES.contains(&req.path()) || !(writes || self.protect_reads) {
+        if OPEN.contains(&req.path()) || !(writes || self.protect_reads) {
             return Ok(());
         }
         let what = format!("{} {}", req.method(), req.path());

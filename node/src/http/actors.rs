@@ -8,20 +8,26 @@ use ractor::rpc::CallResult;
 use serde_json::json;
 use troupe_actors::supervisor::{CrashError, SupervisorMsg};
 use troupe_actors::tree::ROOT;
+use troupe_protocol::ActorNode;
 
 use super::{ApiError, AppState};
 
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
-pub(super) async fn tree(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+/// The live supervision tree.
+pub(super) async fn snapshot(state: &AppState) -> Result<ActorNode, ApiError> {
     match state
         .root
         .call(SupervisorMsg::Snapshot, Some(CALL_TIMEOUT))
         .await
     {
-        Ok(CallResult::Success(tree)) => Ok(HttpResponse::Ok().json(tree)),
+        Ok(CallResult::Success(tree)) => Ok(tree),
         _ => Err(ApiError::unavailable("the supervision tree did not answer")),
     }
+}
+
+pub(super) async fn tree(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(snapshot(&state).await?))
 }
 
 pub(super) async fn crash(

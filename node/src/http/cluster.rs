@@ -16,7 +16,7 @@ use super::{ApiError, AppState};
 
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
-async fn members(state: &AppState) -> Result<Vec<Member>, ApiError> {
+pub(super) async fn members(state: &AppState) -> Result<Vec<Member>, ApiError> {
     let membership = state
         .directory
         .get::<MembershipMsg>(MEMBERSHIP)

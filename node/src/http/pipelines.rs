@@ -43,7 +43,7 @@ async fn ask_shard<T: Send + 'static>(
     }
 }
 
-async fn statuses(state: &AppState) -> Result<Vec<PipelineStatus>, ApiError> {
+pub(super) async fn statuses(state: &AppState) -> Result<Vec<PipelineStatus>, ApiError> {
     let mut all = Vec::new();
     for k in 0..state.shards {
         all.append(&mut ask_shard(state, k, ShardMsg::Status).await?);

@@ -2,6 +2,7 @@
 //! gossiping on loopback, killed and restarted.
 
 mod chaos;
+mod dashboard;
 mod membership;
 mod plugins;
 mod schedules;
@@ -20,6 +21,11 @@ pub fn start_converged(cluster: &mut Cluster) {
     for id in IDS {
         cluster.start(id, &[]);
     }
+    await_converged(cluster);
+}
+
+/// Waits until n1..n3 each see all three alive and are ready.
+pub fn await_converged(cluster: &Cluster) {
     // Placement needs every node's warm view of every other.
     wait_until(
         Duration::from_secs(20),

@@ -1,0 +1,151 @@
+//! The live dashboard: `GET /` is the page, `GET /v1/dashboard` one
+//! snapshot of this node and its view of the cluster, and
+//! `GET /v1/dashboard/stream` a snapshot every second as server-sent
+//! events (`event: snapshot`).
+//!
+//! The page is one self-contained file compiled into the binary, so every
+//! node serves it with nothing to install or fetch. It reads the stream
+//! with `fetch` rather than `EventSource` so that it can send a bearer
+//! token when reads are protected (`[auth] protect_reads`); the page itself
+//! holds no data and is always served.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use actix_web::{web, HttpResponse};
+use futures::future::join3;
+use troupe_actors::tasks::gauges::LANE_ORDER;
+use troupe_protocol::dashboard::{DashboardSnapshot, InFlightTask, PipelineFigures, PoolFigures};
+use troupe_protocol::TaskState;
+
+use super::{actors, cluster, pipelines, ApiError, AppState};
+
+/// The page.
+const PAGE: &str = include_str!("dashboard.html");
+/// Time between two snapshots on the stream.
+const PERIOD: Duration = Duration::from_secs(1);
+/// Unfinished tasks listed per state.
+const IN_FLIGHT_PAGE: usize = 100;
+
+pub(super) async fn page() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .insert_header(("cache-control", "no-cache"))
+        .body(PAGE)
+}
+
+pub(super) async fn snapshot(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok().json(take(&state).await)
+}
+
+pub(super) async fn stream(state: web::Data<AppState>) -> HttpResponse {
+    let ticks = tokio::time::interval(PERIOD);
+    let events = futures::stream::unfold((state, ticks), |(state, mut ticks)| async move {
+        ticks.tick().await;
+        let snapshot = take(&state).await;
+        let frame = match serde_json::to_string(&snapshot) {
+            Ok(json) => format!("event: snapshot\ndata: {json}\n\n"),
+            Err(e) => format!("event: error\ndata: {e}\n\n"),
+        };
+        Some((
+            Ok::<_, actix_web::Error>(web::Bytes::from(frame)),
+            (state, ticks),
+        ))
+    });
+    HttpResponse::Ok()
+        .content_type("text/event-stream")
+        .insert_header(("cache-control", "no-cache"))
+        // Proxies that buffer would hold every frame back.
+        .insert_header(("x-accel-buffering", "no"))
+        .streaming(events)
+}
+
+/// Reads every section; one that fails is `null`, its reason kept.
+async fn take(state: &AppState) -> DashboardSnapshot {
+    let mut unavailable = BTreeMap::new();
+    let (members, tree, in_flight) = join3(
+        cluster::members(state),
+        actors::snapshot(state),
+        in_flight(state),
+    )
+    .await;
+    let members = keep(&mut unavailable, "members", members);
+    let tree = keep(&mut unavailable, "tree", tree);
+    let in_flight = keep(&mut unavailable, "in_flight", in_flight);
+    let pipelines = keep(
+        &mut unavailable,
+        "pipelines",
+        pipelines::statuses(state).await,
+    )
+    .map(|all| {
+        all.into_iter()
+            .map(|p| PipelineFigures {
+                id: p.spec.id,
+                running: p.running,
+                open_windows: p.open_windows as u64,
+                watermark_ms: p.watermark_ms,
+                added: p.counters.added,
+                late: p.counters.late,
+                emitted: p.counters.emitted,
+            })
+            .collect()
+    });
+    let queued = LANE_ORDER
+        .into_iter()
+        .zip(state.pool.lanes())
+        .map(|(priority, n)| (priority, n as u64))
+        .collect();
+    DashboardSnapshot {
+        cluster: state.cluster.to_string(),
+        node: state.node_id.to_string(),
+        at_ms: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64),
+        uptime_secs: state.started.elapsed().as_secs(),
+        members,
+        tree,
+        pool: PoolFigures {
+            workers: state.pool.size() as u64,
+            queued,
+            finished_total: state.pool.finished(),
+        },
+        in_flight,
+        pipelines,
+        aggregates: state.results.recent(),
+        unavailable,
+    }
+}
+
+/// A section's value, or `None` with the reason noted.
+fn keep<T>(
+    unavailable: &mut BTreeMap<String, String>,
+    section: &str,
+    result: Result<T, ApiError>,
+) -> Option<T> {
+    match result {
+        Ok(value) => Some(value),
+        Err(e) => {
+            unavailable.insert(section.to_owned(), e.to_parts().1.detail);
+            None
+        }
+    }
+}
+
+/// Unfinished tasks across the cluster, a page per state.
+async fn in_flight(state: &AppState) -> Result<Vec<InFlightTask>, ApiError> {
+    let mut tasks = Vec::new();
+    for wanted in [TaskState::Running, TaskState::Queued, TaskState::Pending] {
+        let page = state
+            .router
+            .list(None, Some(wanted), IN_FLIGHT_PAGE)
+            .await?;
+        tasks.extend(page.tasks.into_iter().map(|t| InFlightTask {
+            id: t.id,
+            kind: t.kind,
+            state: t.state,
+            priority: t.priority,
+            owner: t.owner,
+        }));
+    }
+    Ok(tasks)
+}
