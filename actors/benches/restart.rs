@@ -101,6 +101,7 @@ fn restart(c: &mut Criterion) {
         plugins: Arc::new(PluginHost::new(Plugins::load(&[]).expect("plugins load"))),
         resources: Arc::new(Scope::builder),
         results: Arc::default(),
+        alerts: None,
     };
     let tree = runtime
         .block_on(tree::start("bench", &config))

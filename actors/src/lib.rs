@@ -7,6 +7,7 @@
 //! [`store::MemoryStorage`].
 #![warn(missing_docs, unreachable_pub)]
 
+pub mod alerts;
 pub mod directory;
 pub mod ingest;
 pub mod ingestor;

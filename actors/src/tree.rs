@@ -95,6 +95,8 @@ pub struct NodeTreeConfig {
     pub plugins: Arc<PluginHost>,
     /// Where the window shards publish committed results.
     pub results: Arc<crate::results::ResultsFeed>,
+    /// Alert rules over those results, when `[[alerts]]` has any.
+    pub alerts: Option<crate::alerts::Alerts>,
     /// The resources the plugin registry holds for them.
     pub resources: ResourcePlan,
 }
@@ -220,6 +222,9 @@ fn node_children(config: &NodeTreeConfig, directory: &ActorDirectory) -> Vec<Chi
             },
         ),
     ];
+    if let Some(alerts) = &config.alerts {
+        children.push(ChildSpec::worker("alerts", alerts.clone(), || ()));
+    }
     if let Some((sink, status)) = &config.sink {
         let actor = SinkActor {
             sink: Arc::clone(sink),

@@ -56,6 +56,9 @@ pub struct ClusterConfig {
     /// `[auth]`: bearer tokens for clients.
     #[serde(default)]
     pub auth: AuthSection,
+    /// `[[alerts]]`: rules over the pipelines' window aggregates.
+    #[serde(default)]
+    pub alerts: Vec<troupe_protocol::alerts::AlertRule>,
     /// `[debug]`: switches for testing and demos.
     #[serde(default)]
     pub debug: DebugSection,
@@ -346,6 +349,7 @@ impl ClusterConfig {
                 );
             }
         }
+        troupe_actors::alerts::validate(&self.alerts, &self.pipelines)?;
         if self.cluster.name.trim().is_empty() {
             return bad("cluster.name", "must not be empty");
         }

@@ -75,6 +75,8 @@ pub struct AppState {
     pub pool: Arc<troupe_actors::tasks::gauges::PoolGauges>,
     /// Window results as they are committed, for the dashboard.
     pub results: Arc<troupe_actors::results::ResultsFeed>,
+    /// What the alert rules raised.
+    pub alerts: Arc<troupe_actors::alerts::AlertBoard>,
 }
 
 /// The `limit` query parameter of a paged listing: 1 to `max`.
@@ -182,6 +184,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/v1/watermarks", web::get().to(pipelines::watermarks))
         .route("/v1/aggregates", web::get().to(pipelines::aggregates))
         .route("/v1/checkpoint", web::post().to(pipelines::checkpoint))
+        .route("/v1/alerts", web::get().to(dashboard::alerts))
         .route("/v1/schedules", web::post().to(schedules::create))
         .route("/v1/schedules", web::get().to(schedules::list))
         .route("/v1/schedules/{id}", web::get().to(schedules::get))

@@ -3,6 +3,7 @@
 //! `main.rs` only sets the allocator and calls [`commands::main`]; [`run::run`] is the
 //! whole life of one node and can be called from tests too.
 
+pub mod alerts;
 pub mod auth;
 pub mod bench;
 pub mod chaos;

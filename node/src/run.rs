@@ -14,6 +14,7 @@ use anyhow::Context;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+use troupe_actors::alerts::{AlertBoard, Alerts};
 use troupe_actors::membership::{
     Membership, MembershipMsg, StatsProbe, KEY_HTTP, KEY_LOAD, KEY_PLUGINS, KEY_QUEUE_DEPTH,
     KEY_VERSION, KEY_WORKERS,
@@ -272,6 +273,15 @@ pub async fn run(
         )
     });
     let windows = windows_runtime().context("could not start the window shards' runtime")?;
+    let results = Arc::new(ResultsFeed::default());
+    let alert_board = AlertBoard::new(&config.alerts);
+    let alerts = (!config.alerts.is_empty()).then(|| Alerts {
+        node_id: Arc::clone(&node_id),
+        rules: config.alerts.clone(),
+        results: Arc::clone(&results),
+        board: Arc::clone(&alert_board),
+        deliver: crate::alerts::webhook(),
+    });
     let tree_config = NodeTreeConfig {
         node_id: Arc::clone(&node_id),
         storage: Arc::clone(&storage_handle),
@@ -299,7 +309,8 @@ pub async fn run(
         stuck_after: config.workers.stuck_after(),
         plugins,
         resources,
-        results: Arc::new(ResultsFeed::default()),
+        results,
+        alerts,
     };
     let mut node_tree = tree::start(&scope, &tree_config)
         .await
@@ -342,6 +353,7 @@ pub async fn run(
             .map(Arc::new),
         pool,
         results: Arc::clone(&tree_config.results),
+        alerts: alert_board,
     });
     let server = HttpServer::new(move || {
         App::new()

@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::alerts::AlertEvent;
 use crate::{ActorNode, Member, Priority, TaskState, WindowResult};
 
 /// One look at a node.
@@ -37,6 +38,8 @@ pub struct DashboardSnapshot {
     pub pipelines: Option<Vec<PipelineFigures>>,
     /// This node's most recently closed windows, newest first.
     pub aggregates: Vec<WindowResult>,
+    /// The latest alert notifications, newest first.
+    pub alerts: Vec<AlertEvent>,
     /// Sections that could not be read this time, and why.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub unavailable: BTreeMap<String, String>,

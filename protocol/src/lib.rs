@@ -6,6 +6,7 @@
 #![deny(missing_docs)]
 
 pub mod actors;
+pub mod alerts;
 pub mod cluster;
 pub mod dashboard;
 pub mod error;

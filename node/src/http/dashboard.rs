@@ -1,7 +1,8 @@
 //! The live dashboard: `GET /` is the page, `GET /v1/dashboard` one
 //! snapshot of this node and its view of the cluster, and
 //! `GET /v1/dashboard/stream` a snapshot every second as server-sent
-//! events (`event: snapshot`).
+//! events (`event: snapshot`); also `GET /v1/alerts`, what the alert rules
+//! raised.
 //!
 //! The page is one self-contained file compiled into the binary, so every
 //! node serves it with nothing to install or fetch. It reads the stream
@@ -24,6 +25,8 @@ use super::{actors, cluster, pipelines, ApiError, AppState};
 const PAGE: &str = include_str!("dashboard.html");
 /// Time between two snapshots on the stream.
 const PERIOD: Duration = Duration::from_secs(1);
+/// Alert notifications in a snapshot.
+const RECENT_ALERTS: usize = 20;
 /// Unfinished tasks listed per state.
 const IN_FLIGHT_PAGE: usize = 100;
 
@@ -36,6 +39,12 @@ pub(super) async fn page() -> HttpResponse {
 
 pub(super) async fn snapshot(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok().json(take(&state).await)
+}
+
+/// `GET /v1/alerts`: every rule with its firing keys and counts, and the
+/// latest notifications.
+pub(super) async fn alerts(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok().json(state.alerts.view())
 }
 
 pub(super) async fn stream(state: web::Data<AppState>) -> HttpResponse {
@@ -112,6 +121,7 @@ async fn take(state: &AppState) -> DashboardSnapshot {
         in_flight,
         pipelines,
         aggregates: state.results.recent(),
+        alerts: state.alerts.recent(RECENT_ALERTS),
         unavailable,
     }
 }

@@ -1,6 +1,7 @@
 //! Black-box tests of single nodes: real `troupe` processes over HTTP.
 //! All in one test binary so it links once.
 
+mod alerts;
 mod api;
 mod auth;
 mod cluster_up;
