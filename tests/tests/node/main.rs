@@ -3,6 +3,7 @@
 
 mod api;
 mod auth;
+mod cli;
 mod cluster_up;
 mod durability;
 mod events;
