@@ -468,3 +468,66 @@ fn chaos_mints_its_own_token_for_a_cluster_that_requires_one() {
     assert_eq!(report["succeeded"], 40, "{report}");
     assert_eq!(report["lost"], 0, "{report}");
 }
+
+#[test]
+fn submit_file_sends_every_task_of_an_ndjson_or_array_file() {
+    let cluster = one_node("");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ndjson = dir.path().join("tasks.ndjson");
+    std::fs::write(
+        &ndjson,
+        "{\"kind\":\"echo\",\"input\":1}\n{\"kind\":\"echo\",\"input\":2,\"key\":\"k2\"}\n\n{\"kind\":\"sleep\",\"input\":{\"ms\":1}}\n",
+    )
+    .expect("write tasks");
+    let path = ndjson.to_string_lossy();
+    let run = troupe(
+        &cluster,
+        None,
+        &["submit", "--file", &path, "--output", "json"],
+    );
+    assert_eq!(run.code, Some(0), "{run}");
+    let accepted = run.json();
+    let ids: Vec<&str> = accepted
+        .as_array()
+        .expect("an array of acceptances")
+        .iter()
+        .filter_map(|a| a["id"].as_str())
+        .collect();
+    assert_eq!(ids.len(), 3, "{accepted}");
+    for id in &ids {
+        await_state(&cluster, id, "succeeded");
+    }
+
+    // The same keyed task again, as a JSON array, in a table: not new.
+    let array = dir.path().join("tasks.json");
+    std::fs::write(&array, r#"[{"kind":"echo","input":2,"key":"k2"}]"#).expect("write");
+    let run = troupe(
+        &cluster,
+        None,
+        &["submit", "--file", &array.to_string_lossy()],
+    );
+    assert_eq!(run.code, Some(0), "{run}");
+    assert!(
+        run.stdout.contains(ids[1]) && run.stdout.contains("no (same key)"),
+        "{run}"
+    );
+
+    // A line that is no submission: nothing is sent, exit 2, naming it.
+    std::fs::write(
+        &ndjson,
+        "{\"kind\":\"echo\"}\n{\"kind\":\"echo\",\"colour\":1}\n",
+    )
+    .expect("write");
+    let run = troupe(&cluster, None, &["submit", "--file", &path]);
+    assert_eq!(run.code, Some(2), "{run}");
+    assert!(
+        run.stderr.contains("task 1: unknown field `colour`"),
+        "{run}"
+    );
+    let listed = cluster.get("n1", "/v1/tasks").body;
+    assert_eq!(
+        listed["tasks"].as_array().map(Vec::len),
+        Some(3),
+        "{listed}"
+    );
+}
