@@ -28,8 +28,9 @@ pub struct Cli {
 
 /// Flags every subcommand takes.
 #[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Global options")]
 pub struct GlobalArgs {
-    /// Log line format (of nodes this command starts).
+    /// Log line format (of `troupe node`, and of the nodes a command starts).
     #[arg(
         long,
         global = true,
