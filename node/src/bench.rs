@@ -14,15 +14,17 @@ use std::net::{TcpListener, UdpSocket};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use serde::Serialize;
 use troupe_protocol::TaskAccepted;
 
-use crate::cli::{BenchEventsArgs, BenchTasksArgs, Output};
+use crate::cli::{BenchEventsArgs, BenchTasksArgs, GlobalArgs, Output};
+use crate::client::{Client, DEFAULT_TIMEOUT};
 use crate::config::ClusterConfig;
-use crate::local::{await_ready, for_each_task, get, metric, Launch, LocalNode};
+use crate::local::{await_ready, for_each_task, metric, Launch, LocalNode};
+use crate::output::{now_ms, print_json};
 use crate::telemetry::LogFormat;
 
 /// How long the cluster may take to finish the tasks after the last submission.
@@ -59,12 +61,6 @@ pub struct TaskBenchReport {
     pub latency_max_ms: u64,
     /// Highest peak RSS of any node, bytes.
     pub peak_rss_bytes: u64,
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Loopback ports free for both TCP and UDP right now.
@@ -165,8 +161,7 @@ fn write_config(
 fn finished_tasks(nodes: &[LocalNode]) -> u64 {
     nodes
         .iter()
-        .filter_map(|node| get(&node.http, "/metrics").ok())
-        .map(|(_, text)| metric(&text, "troupe_tasks_total{event=\"succeeded\"}") as u64)
+        .map(|node| metric(&node.metrics(), "troupe_tasks_total{event=\"succeeded\"}") as u64)
         .sum()
 }
 
@@ -188,9 +183,10 @@ fn submit_all(nodes: &[LocalNode], args: &BenchTasksArgs) -> anyhow::Result<Hash
     let batches = args.tasks.div_ceil(args.batch);
     let next = AtomicUsize::new(0);
     let sent: Mutex<HashMap<String, u64>> = Mutex::new(HashMap::with_capacity(args.tasks));
-    let agent = ureq::AgentBuilder::new()
-        .timeout(Duration::from_secs(60))
-        .build();
+    let clients: Vec<Client> = nodes
+        .iter()
+        .map(|node| node.client(Duration::from_secs(60)))
+        .collect();
     std::thread::scope(|scope| {
         let workers: Vec<_> = (0..args.clients)
             .map(|_| {
@@ -202,14 +198,13 @@ fn submit_all(nodes: &[LocalNode], args: &BenchTasksArgs) -> anyhow::Result<Hash
                         }
                         let start = batch * args.batch;
                         let len = args.batch.min(args.tasks - start);
-                        let node = &nodes[batch % nodes.len()];
+                        let node = batch % nodes.len();
                         let at = now_ms();
-                        let accepted: Vec<TaskAccepted> = agent
-                            .post(&format!("http://{}/v1/tasks", node.http))
-                            .set("content-type", "application/json")
-                            .send_string(&batch_body(start, len))
-                            .with_context(|| format!("submitting batch {batch} to {}", node.id))?
-                            .into_json()?;
+                        let accepted: Vec<TaskAccepted> = clients[node]
+                            .post("/v1/tasks", "application/json", &batch_body(start, len))
+                            .with_context(|| {
+                                format!("submitting batch {batch} to {}", nodes[node].id)
+                            })?;
                         anyhow::ensure!(accepted.len() == len, "batch {batch}: short reply");
                         let mut sent = sent.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
                         sent.extend(accepted.into_iter().map(|a| (a.id, at)));
@@ -230,7 +225,7 @@ fn submit_all(nodes: &[LocalNode], args: &BenchTasksArgs) -> anyhow::Result<Hash
 /// whole cluster's tasks).
 fn finish_times(node: &LocalNode) -> anyhow::Result<HashMap<String, u64>> {
     let mut finished = HashMap::new();
-    for_each_task(&node.http, "&state=succeeded", |task| {
+    for_each_task(&node.client(DEFAULT_TIMEOUT), "&state=succeeded", |task| {
         if let Some(at) = task.finished_at_ms {
             finished.insert(task.id, at);
         }
@@ -247,11 +242,16 @@ fn percentile(sorted: &[u64], p: f64) -> u64 {
 }
 
 /// Runs the benchmark and prints its report.
-pub fn tasks(args: &BenchTasksArgs, log_format: LogFormat) -> anyhow::Result<TaskBenchReport> {
+pub fn tasks(args: &BenchTasksArgs, global: &GlobalArgs) -> anyhow::Result<TaskBenchReport> {
     anyhow::ensure!(args.batch >= 1, "--batch must be at least 1");
     anyhow::ensure!(args.clients >= 1, "--clients must be at least 1");
-    let mut cluster =
-        BenchCluster::start(args.nodes, args.replication, args.workers, "", log_format)?;
+    let mut cluster = BenchCluster::start(
+        args.nodes,
+        args.replication,
+        args.workers,
+        "",
+        global.log_format,
+    )?;
     let nodes = &cluster.nodes;
     eprintln!(
         "{} nodes ready; submitting {} tasks in batches of {} from {} clients",
@@ -308,8 +308,8 @@ pub fn tasks(args: &BenchTasksArgs, log_format: LogFormat) -> anyhow::Result<Tas
         latency_max_ms: latencies.last().copied().unwrap_or(0),
         peak_rss_bytes,
     };
-    match args.output {
-        Output::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+    match global.output {
+        Output::Json => print_json(&report)?,
         Output::Table => print!("{}", render(&report)),
     }
     Ok(report)
@@ -419,7 +419,7 @@ impl std::io::Read for EventStream {
 
 /// Streams one NDJSON request of `--events` events into a fresh node and
 /// reports the rate and the node's peak memory.
-pub fn events(args: &BenchEventsArgs, log_format: LogFormat) -> anyhow::Result<EventBenchReport> {
+pub fn events(args: &BenchEventsArgs, global: &GlobalArgs) -> anyhow::Result<EventBenchReport> {
     anyhow::ensure!(args.sources >= 1, "--sources must be at least 1");
     let pipeline = match &args.transform {
         Some(filter) => format!(
@@ -428,7 +428,7 @@ pub fn events(args: &BenchEventsArgs, log_format: LogFormat) -> anyhow::Result<E
         ),
         None => PIPELINE.to_owned(),
     };
-    let mut cluster = BenchCluster::start(1, 1, 1, &pipeline, log_format)?;
+    let mut cluster = BenchCluster::start(1, 1, 1, &pipeline, global.log_format)?;
     let node = &cluster.nodes[0];
     eprintln!(
         "node ready; streaming {} events in one NDJSON request",
@@ -443,21 +443,18 @@ pub fn events(args: &BenchEventsArgs, log_format: LogFormat) -> anyhow::Result<E
         sent: 0,
     };
     let began = Instant::now();
-    let reply: troupe_protocol::IngestReply = ureq::AgentBuilder::new()
-        .timeout(Duration::from_secs(3600))
-        .build()
-        .post(&format!("http://{}/v1/events", node.http))
-        .set("content-type", "application/x-ndjson")
-        .send(&mut body)
-        .context("streaming the events")?
-        .into_json()?;
+    let reply: troupe_protocol::IngestReply = node
+        .client(Duration::from_secs(3600))
+        .post_reader("/v1/events", "application/x-ndjson", &mut body)
+        .context("streaming the events")?;
     let secs = began.elapsed().as_secs_f64();
     let ingest_peak_rss = node.peak_rss().unwrap_or(0);
     let deadline = Instant::now() + DRAIN_TIMEOUT;
+    let client = node.client(DEFAULT_TIMEOUT);
     loop {
-        let covered = get(&node.http, "/v1/pipelines")
+        let covered = client
+            .get::<serde_json::Value>("/v1/pipelines")
             .ok()
-            .and_then(|(_, body)| serde_json::from_str::<serde_json::Value>(&body).ok())
             .and_then(|v| v[0]["offset"].as_u64())
             .unwrap_or(0);
         if covered >= args.events {
@@ -485,8 +482,8 @@ pub fn events(args: &BenchEventsArgs, log_format: LogFormat) -> anyhow::Result<E
         peak_rss_bytes: node.peak_rss().unwrap_or(0),
     };
     cluster.stop();
-    match args.output {
-        Output::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+    match global.output {
+        Output::Json => print_json(&report)?,
         Output::Table => println!(
             "events: {} in one NDJSON request ({:.1} MiB) to one node\n\
              ingested: {:>9.0} events/s  ({:.1} MiB/s, {:.2} s, in the event log, flushed)\n\

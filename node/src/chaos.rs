@@ -16,19 +16,22 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressBar;
 use serde::Serialize;
 use troupe_protocol::{ClusterView, MemberState, TaskAccepted, TaskRecord};
 
-use crate::cli::{ChaosArgs, Output};
+use crate::cli::{ChaosArgs, GlobalArgs, Output};
+use crate::client::{token_for, Client, ClientError, DEFAULT_TIMEOUT};
 use crate::config::ClusterConfig;
-use crate::local::{await_ready, for_each_task, get, metric, Launch, LocalNode};
-use crate::telemetry::LogFormat;
+use crate::local::{await_ready, for_each_task, metric, Launch, LocalNode};
+use crate::output::{print_json, progress_bar};
 
 /// Tasks per submission request.
 const BATCH: usize = 50;
 /// How long the cluster may take to finish everything after the run.
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long one submission request may take.
+const SUBMIT_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long a killed node may take to be declared dead before we give up.
 const DEATH_TIMEOUT: Duration = Duration::from_secs(15);
 /// Re-queueing is over when no more tasks were adopted for this long.
@@ -79,7 +82,8 @@ struct Nodes {
 }
 
 impl Nodes {
-    fn up_http(&self) -> Vec<String> {
+    /// The HTTP APIs of the nodes not killed now.
+    fn up(&self, timeout: Duration) -> Vec<Client> {
         let down = self.down.lock().map(|d| d.clone()).unwrap_or_default();
         self.nodes
             .lock()
@@ -87,7 +91,7 @@ impl Nodes {
                 nodes
                     .iter()
                     .filter(|n| !down.contains(&n.id))
-                    .map(|n| n.http.clone())
+                    .map(|n| n.client(timeout))
                     .collect()
             })
             .unwrap_or_default()
@@ -100,9 +104,6 @@ fn submit_all(
     run: &str,
     bar: &ProgressBar,
 ) -> anyhow::Result<(Vec<String>, usize)> {
-    let agent = ureq::AgentBuilder::new()
-        .timeout(Duration::from_secs(15))
-        .build();
     let batches = args.tasks.div_ceil(BATCH);
     let spacing = Duration::from_secs_f64(args.duration as f64 * 0.8 / batches.max(1) as f64);
     let began = Instant::now();
@@ -126,20 +127,23 @@ fn submit_all(
         let body = serde_json::Value::Array(body).to_string();
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            let up = nodes.up_http();
+            let up = nodes.up(SUBMIT_TIMEOUT);
             anyhow::ensure!(!up.is_empty(), "no node is up to submit to");
-            let http = &up[fastrand::usize(..up.len())];
-            let reply = agent
-                .post(&format!("http://{http}/v1/tasks"))
-                .set("content-type", "application/json")
-                .send_string(&body);
-            match reply.map(|r| r.into_json::<Vec<TaskAccepted>>()) {
-                Ok(Ok(accepted)) => {
+            let node = &up[fastrand::usize(..up.len())];
+            match node.post::<Vec<TaskAccepted>>("/v1/tasks", "application/json", &body) {
+                Ok(accepted) => {
                     bar.inc(accepted.len() as u64);
                     acked.extend(accepted.into_iter().map(|a| a.id));
                     break;
                 }
-                Ok(Err(e)) => anyhow::bail!("unreadable reply from {http}: {e}"),
+                // Retrying would not change these.
+                Err(
+                    e @ (ClientError::Unreadable { .. }
+                    | ClientError::Refused {
+                        status: 401 | 403 | 422,
+                        ..
+                    }),
+                ) => return Err(e.into()),
                 Err(e) => {
                     anyhow::ensure!(
                         Instant::now() < deadline,
@@ -171,17 +175,17 @@ fn kill_one(
             .lock()
             .map_err(|_| anyhow::anyhow!("poisoned"))?;
         let id = guard[victim].id.clone();
-        let survivors: Vec<String> = guard
+        let survivors: Vec<Client> = guard
             .iter()
             .filter(|n| n.id != id)
-            .map(|n| n.http.clone())
+            .map(|n| n.client(DEFAULT_TIMEOUT))
             .collect();
         (id, survivors)
     };
     let adopted = || -> f64 {
         survivors
             .iter()
-            .filter_map(|http| get(http, "/metrics").ok())
+            .filter_map(|node| node.get_raw("/metrics").ok())
             .map(|(_, text)| metric(&text, "troupe_tasks_adopted_total"))
             .sum()
     };
@@ -201,10 +205,9 @@ fn kill_one(
         guard[victim].wait(Duration::from_secs(5));
     }
     let dead_everywhere = || {
-        survivors.iter().all(|http| {
-            get(http, "/v1/cluster")
+        survivors.iter().all(|node| {
+            node.get::<ClusterView>("/v1/cluster")
                 .ok()
-                .and_then(|(_, body)| serde_json::from_str::<ClusterView>(&body).ok())
                 .is_some_and(|view| {
                     view.members
                         .iter()
@@ -262,11 +265,11 @@ fn kill_one(
 /// node asked cannot list now, and the caller asks again.
 fn read_back(nodes: &Nodes) -> HashMap<String, TaskRecord> {
     let mut records: HashMap<String, TaskRecord> = HashMap::new();
-    let up = nodes.up_http();
-    let Some(http) = up.get(fastrand::usize(..up.len().max(1))) else {
+    let up = nodes.up(DEFAULT_TIMEOUT);
+    let Some(node) = up.get(fastrand::usize(..up.len().max(1))) else {
         return records;
     };
-    if for_each_task(http, "", |task| {
+    if for_each_task(node, "", |task| {
         records.insert(task.id.clone(), task);
     })
     .is_err()
@@ -280,7 +283,7 @@ fn read_back(nodes: &Nodes) -> HashMap<String, TaskRecord> {
 pub fn run(
     args: &ChaosArgs,
     config: &ClusterConfig,
-    log_format: LogFormat,
+    global: &GlobalArgs,
 ) -> anyhow::Result<ChaosReport> {
     anyhow::ensure!(
         args.kill == 0 || config.nodes.len() > 1,
@@ -288,13 +291,17 @@ pub fn run(
     );
     for entry in &config.nodes {
         anyhow::ensure!(
-            get(&entry.http.to_string(), "/health").is_err(),
+            Client::new(&entry.http.to_string(), None, DEFAULT_TIMEOUT)
+                .get_raw("/health")
+                .is_err(),
             "node {} already answers on {}; stop the cluster first (`troupe cluster down`)",
             entry.id,
             entry.http
         );
     }
-    let launch = Launch::this_binary(&args.config, log_format)?;
+    let mut launch = Launch::this_binary(&args.config, global.log_format)?;
+    launch.token = token_for(config, global.token.as_deref())?;
+    let output = global.output;
     let started = config
         .nodes
         .iter()
@@ -306,16 +313,11 @@ pub fn run(
         down: Mutex::new(HashSet::new()),
     });
     let run_id = uuid::Uuid::now_v7().simple().to_string();
-    let bar = ProgressBar::new(args.tasks as u64);
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} acknowledged  {msg}",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    let bar = progress_bar(
+        args.tasks as u64,
+        "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} acknowledged  {msg}",
+        output,
     );
-    if args.output == Output::Json {
-        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
-    }
 
     let began = Instant::now();
     let duration = Duration::from_secs(args.duration);
@@ -352,14 +354,11 @@ pub fn run(
     let (acked, resubmitted_batches) = submitted;
     bar.finish_with_message("all submitted; waiting for the cluster to settle");
 
-    let settle = ProgressBar::new(acked.len() as u64);
-    settle.set_style(
-        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} finished")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    let settle = progress_bar(
+        acked.len() as u64,
+        "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} finished",
+        output,
     );
-    if args.output == Output::Json {
-        settle.set_draw_target(indicatif::ProgressDrawTarget::hidden());
-    }
     let deadline = Instant::now() + SETTLE_TIMEOUT;
     let records = loop {
         let records = read_back(&nodes);
@@ -409,8 +408,8 @@ pub fn run(
             node.stop(Duration::from_secs(15));
         }
     }
-    match args.output {
-        Output::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+    match output {
+        Output::Json => print_json(&report)?,
         Output::Table => print!("{}", render(&report)),
     }
     Ok(report)

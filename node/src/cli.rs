@@ -1,8 +1,15 @@
-//! Command-line interface of the `troupe` binary.
+//! Command-line interface of the `troupe` binary: every subcommand and
+//! flag, parsed by clap. What each one does is in [`crate::commands`].
+//!
+//! Flags that mean the same everywhere (`--output`, `--token`,
+//! `--log-format`) are global, so each has one spelling and one place to
+//! read it; `--node` is shared by the commands that talk to one node.
 
 use std::path::PathBuf;
 
+use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use troupe_protocol::{Priority, TaskState};
 
 use crate::telemetry::LogFormat;
 
@@ -11,7 +18,19 @@ use crate::telemetry::LogFormat;
 #[derive(Debug, Parser)]
 #[command(name = "troupe", version, about, propagate_version = true)]
 pub struct Cli {
-    /// Log line format.
+    /// Flags every subcommand takes.
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Flags every subcommand takes.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Global options")]
+pub struct GlobalArgs {
+    /// Log line format (of `troupe node`, and of the nodes a command starts).
     #[arg(
         long,
         global = true,
@@ -20,9 +39,29 @@ pub struct Cli {
         env = "TROUPE_LOG_FORMAT"
     )]
     pub log_format: LogFormat,
-    /// What to do.
-    #[command(subcommand)]
-    pub command: Command,
+    /// Output format: tables for people, or one JSON document on stdout
+    /// for programs (progress bars are then hidden).
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "table",
+        env = "TROUPE_OUTPUT"
+    )]
+    pub output: Output,
+    /// Bearer token sent with every request this command makes (for nodes
+    /// with `[auth] required`; `troupe token` mints one). Commands that
+    /// start their own nodes mint one from the config when needed.
+    #[arg(long, global = true, env = "TROUPE_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+}
+
+/// The node a command talks to.
+#[derive(Debug, Clone, Args)]
+pub struct NodeTarget {
+    /// Base URL of the node's HTTP API.
+    #[arg(long, env = "TROUPE_NODE", default_value = "http://127.0.0.1:8401")]
+    pub node: String,
 }
 
 /// Subcommands.
@@ -30,7 +69,16 @@ pub struct Cli {
 pub enum Command {
     /// Run one node of the cluster in the foreground.
     Node(NodeArgs),
-    /// Operate all local nodes of a cluster.
+    /// Submit a task (or a file of tasks); with `--wait`, wait for its
+    /// outcome.
+    // `--version` here is the plugin version a task accepts (as in the
+    // API), not troupe's: `troupe --version` still prints that.
+    #[command(disable_version_flag = true)]
+    Submit(SubmitArgs),
+    /// List, inspect and cancel tasks.
+    #[command(subcommand)]
+    Tasks(TasksCommand),
+    /// Operate all local nodes of a cluster, or list a cluster's members.
     #[command(subcommand)]
     Cluster(ClusterCommand),
     /// Show a node's health, readiness and supervision tree.
@@ -47,6 +95,113 @@ pub enum Command {
     Bench(BenchCommand),
     /// Print a bearer token (JWT, HS256) signed with the cluster secret.
     Token(TokenArgs),
+}
+
+/// `troupe submit`.
+#[derive(Debug, Args)]
+pub struct SubmitArgs {
+    /// The node to submit to (any node: the task goes to its owner).
+    #[command(flatten)]
+    pub target: NodeTarget,
+    /// The task kind (plugin), e.g. `echo`, `sleep`, `json.transform`.
+    #[arg(long, required_unless_present = "file", conflicts_with = "file")]
+    pub kind: Option<String>,
+    /// The task input: JSON text, `@path` to read it from a file, or `-`
+    /// to read it from stdin.
+    #[arg(long, requires = "kind")]
+    pub input: Option<String>,
+    /// Submit every task of a file instead: a JSON array or NDJSON of
+    /// submissions (`{"kind": …, "input": …, …}`), `-` for stdin; sent in
+    /// batches, each all-or-nothing.
+    #[arg(long)]
+    pub file: Option<PathBuf>,
+    /// Scheduling priority.
+    #[arg(long, value_parser = priority_parser(), requires = "kind")]
+    pub priority: Option<Priority>,
+    /// Idempotency key: submitting the same key again names the same task.
+    #[arg(long, requires = "kind")]
+    pub key: Option<String>,
+    /// Longest one attempt may run, ms.
+    #[arg(long, requires = "kind")]
+    pub timeout_ms: Option<u64>,
+    /// Further attempts after a failed, crashed or timed-out one.
+    #[arg(long, requires = "kind")]
+    pub max_retries: Option<u32>,
+    /// Plugin versions the task accepts, as a semver requirement (`^1.2`).
+    #[arg(long = "version", value_name = "REQ", requires = "kind")]
+    pub version_req: Option<String>,
+    /// Wait until the task has finished, print its outcome, and exit 1
+    /// unless it succeeded.
+    #[arg(long, conflicts_with = "file")]
+    pub wait: bool,
+}
+
+/// `troupe tasks …`.
+#[derive(Debug, Subcommand)]
+pub enum TasksCommand {
+    /// The cluster's tasks, oldest first, one page (or all with `--all`).
+    List(TasksListArgs),
+    /// One task: its record and every attempt.
+    Get(TaskIdArgs),
+    /// Cancel a task (also while it runs).
+    Cancel(TaskIdArgs),
+}
+
+/// `troupe tasks list`.
+#[derive(Debug, Args)]
+pub struct TasksListArgs {
+    /// The node to ask (any node lists the whole cluster's tasks).
+    #[command(flatten)]
+    pub target: NodeTarget,
+    /// Only tasks in this state.
+    #[arg(long, value_parser = state_parser())]
+    pub state: Option<TaskState>,
+    /// Tasks per page.
+    #[arg(long, default_value_t = 100)]
+    pub limit: usize,
+    /// Every page, not just the first.
+    #[arg(long)]
+    pub all: bool,
+}
+
+/// `troupe tasks get` / `troupe tasks cancel`.
+#[derive(Debug, Args)]
+pub struct TaskIdArgs {
+    /// The node to ask (any node answers for any task).
+    #[command(flatten)]
+    pub target: NodeTarget,
+    /// The task's id.
+    pub id: String,
+}
+
+/// A clap parser for a snake_case protocol enum, by its serde names, so
+/// the CLI accepts exactly what the API does and `--help` lists them.
+fn serde_enum_parser<T>(names: &'static [&'static str]) -> impl TypedValueParser<Value = T>
+where
+    T: serde::de::DeserializeOwned + Clone + Send + Sync + 'static,
+{
+    PossibleValuesParser::new(names).try_map(|name| {
+        serde_json::from_value(serde_json::Value::String(name))
+            .map_err(|e| clap::Error::raw(clap::error::ErrorKind::InvalidValue, e))
+    })
+}
+
+fn priority_parser() -> impl TypedValueParser<Value = Priority> {
+    serde_enum_parser(&["low", "normal", "high", "critical"])
+}
+
+fn state_parser() -> impl TypedValueParser<Value = TaskState> {
+    serde_enum_parser(&[
+        "pending",
+        "waiting",
+        "queued",
+        "running",
+        "retrying",
+        "succeeded",
+        "failed",
+        "cancelled",
+        "timed_out",
+    ])
 }
 
 /// `troupe token`.
@@ -85,9 +240,6 @@ pub struct ChaosArgs {
     /// Each task sleeps a random time up to this many ms.
     #[arg(long, default_value_t = 50)]
     pub task_ms: u64,
-    /// Output format.
-    #[arg(long, value_enum, default_value = "table")]
-    pub output: Output,
 }
 
 /// `troupe events …`.
@@ -100,9 +252,9 @@ pub enum EventsCommand {
 /// `troupe events send`.
 #[derive(Debug, Args)]
 pub struct EventsSendArgs {
-    /// Base URL of the node's HTTP API.
-    #[arg(long, default_value = "http://127.0.0.1:8401")]
-    pub node: String,
+    /// The node to talk to.
+    #[command(flatten)]
+    pub target: NodeTarget,
     /// Events per second.
     #[arg(long, default_value_t = 10_000)]
     pub rate: u64,
@@ -115,9 +267,6 @@ pub struct EventsSendArgs {
     /// Events per request (NDJSON).
     #[arg(long, default_value_t = 1_000)]
     pub batch: u64,
-    /// Output format.
-    #[arg(long, value_enum, default_value = "table")]
-    pub output: Output,
 }
 
 /// `troupe bench …`.
@@ -146,9 +295,6 @@ pub struct BenchEventsArgs {
     /// the cost of a pipeline transform.
     #[arg(long)]
     pub transform: Option<String>,
-    /// Output format.
-    #[arg(long, value_enum, default_value = "table")]
-    pub output: Output,
 }
 
 /// `troupe bench tasks`.
@@ -172,9 +318,6 @@ pub struct BenchTasksArgs {
     /// Concurrent client threads.
     #[arg(long, default_value_t = 4)]
     pub clients: usize,
-    /// Output format.
-    #[arg(long, value_enum, default_value = "table")]
-    pub output: Output,
 }
 
 /// `troupe node`.
@@ -200,6 +343,17 @@ pub enum ClusterCommand {
     /// Stop every node of the config running on this machine (SIGTERM,
     /// then SIGKILL after the timeout).
     Down(ClusterDownArgs),
+    /// The members a node knows of: state, address, generation, load,
+    /// queue depth, workers and plugins.
+    Members(ClusterMembersArgs),
+}
+
+/// `troupe cluster members`.
+#[derive(Debug, Args)]
+pub struct ClusterMembersArgs {
+    /// The node to ask.
+    #[command(flatten)]
+    pub target: NodeTarget,
 }
 
 /// `troupe cluster down`.
@@ -227,13 +381,16 @@ pub struct ClusterUpArgs {
 /// `troupe status`.
 #[derive(Debug, Args)]
 pub struct StatusArgs {
-    /// Base URL of the node's HTTP API.
-    #[arg(long, default_value = "http://127.0.0.1:8401")]
-    pub node: String,
-    /// Output format.
-    #[arg(long, value_enum, default_value = "table")]
-    pub output: Output,
+    /// The node to talk to.
+    #[command(flatten)]
+    pub target: NodeTarget,
 }
+
+/// Bad usage found after parsing (an `--input` that is not JSON, a file
+/// that cannot be read): exit code 2, like clap's own usage errors.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
 
 /// How listings are printed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -242,4 +399,40 @@ pub enum Output {
     Table,
     /// JSON for programs.
     Json,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn output_and_token_are_global() {
+        let cli = Cli::try_parse_from([
+            "troupe",
+            "tasks",
+            "list",
+            "--output",
+            "json",
+            "--token",
+            "t",
+            "--state",
+            "timed_out",
+        ])
+        .map_err(|e| e.to_string());
+        let Ok(cli) = cli else {
+            panic!("{cli:?}");
+        };
+        assert_eq!(cli.global.output, Output::Json);
+        assert_eq!(cli.global.token.as_deref(), Some("t"));
+        let Command::Tasks(TasksCommand::List(list)) = cli.command else {
+            panic!("parsed as another command");
+        };
+        assert_eq!(list.state, Some(TaskState::TimedOut));
+    }
 }

@@ -1,19 +1,24 @@
 //! `troupe cluster up` / `troupe cluster down`: every node of a config as
-//! a local process.
+//! a local process; `troupe cluster members`: who a node knows of.
 //!
 //! `up` stays in the foreground like `docker compose up`: prints where each
 //! node listens and where it logs, reports nodes that exit, and on Ctrl-C or
 //! SIGTERM stops them all gracefully. `down` stops the nodes of a config
 //! from another terminal (or after `up` was itself killed): it finds them by
-//! the pid files they keep in their data dirs.
+//! the pid files they keep in their data dirs. `members` reads any node's
+//! `GET /v1/cluster`, so it works against remote clusters too.
 
 use std::time::Duration;
 
 use anyhow::Context;
+use comfy_table::Cell;
+use troupe_protocol::ClusterView;
 
-use crate::cli::{ClusterDownArgs, ClusterUpArgs};
+use crate::cli::{ClusterDownArgs, ClusterUpArgs, Output};
+use crate::client::Client;
 use crate::config::ClusterConfig;
 use crate::local::{self, Launch, PID_FILE};
+use crate::output::{align_right, or_dash, print_json, print_table, table, wire_name};
 use crate::run::SHUTDOWN_GRACE;
 use crate::signals::shutdown_requested;
 use crate::telemetry::LogFormat;
@@ -128,5 +133,45 @@ pub fn down(args: &ClusterDownArgs, config: &ClusterConfig) -> anyhow::Result<()
             println!("{id:<6} stopped (pid {pid})");
         }
     }
+    Ok(())
+}
+
+/// Prints the members node `client` knows of, as a table or its
+/// `GET /v1/cluster` reply.
+pub fn members(client: &Client, output: Output) -> anyhow::Result<()> {
+    let view: ClusterView = client.get("/v1/cluster")?;
+    if output == Output::Json {
+        return print_json(&view);
+    }
+    println!("cluster {:?} as seen by {}", view.cluster, view.node);
+    let mut t = table([
+        "ID",
+        "STATE",
+        "HTTP",
+        "GENERATION",
+        "LOAD",
+        "QUEUE",
+        "WORKERS",
+        "HEARD",
+        "VERSION",
+        "PLUGINS",
+    ]);
+    align_right(&mut t, &[3, 4, 5, 6, 7]);
+    for m in &view.members {
+        let plugins: Vec<String> = m.plugins.iter().map(ToString::to_string).collect();
+        t.add_row(vec![
+            Cell::new(&m.id),
+            Cell::new(wire_name(m.state)),
+            or_dash(m.http.as_ref()),
+            Cell::new(m.generation),
+            or_dash(m.load.map(|l| format!("{l:.2}"))),
+            or_dash(m.queue_depth),
+            or_dash(m.workers),
+            Cell::new(format!("{} ms ago", m.last_heard_ms)),
+            or_dash(m.version.as_ref()),
+            Cell::new(plugins.join(", ")),
+        ]);
+    }
+    print_table(&t);
     Ok(())
 }

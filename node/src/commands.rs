@@ -7,13 +7,20 @@
 
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use clap::Parser;
 
-use crate::cli::{BenchCommand, Cli, ClusterCommand, Command, EventsCommand};
+use crate::cli::{
+    BenchCommand, Cli, ClusterCommand, Command, EventsCommand, NodeTarget, TasksCommand, UsageError,
+};
+use crate::client::{Client, DEFAULT_TIMEOUT};
 use crate::config::ClusterConfig;
 use crate::run::{run, NodeOptions};
-use crate::{bench, chaos, cluster, loadgen, signals, status, telemetry};
+use crate::{bench, chaos, cluster, loadgen, signals, status, tasks, telemetry};
+
+/// How long one `events send` request may take.
+const EVENTS_TIMEOUT: Duration = Duration::from_secs(60);
 
 fn load(path: &std::path::Path) -> Result<ClusterConfig, ExitCode> {
     ClusterConfig::load(path).map_err(|e| {
@@ -22,15 +29,37 @@ fn load(path: &std::path::Path) -> Result<ClusterConfig, ExitCode> {
     })
 }
 
+/// Prints `err` on stderr; exit code 2 for bad usage, else 1.
 fn failed(err: anyhow::Error) -> ExitCode {
     eprintln!("error: {err:#}");
-    ExitCode::from(1)
+    if err.downcast_ref::<UsageError>().is_some() {
+        ExitCode::from(2)
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+/// Runs `work` (blocking HTTP calls) off the runtime; its error is the
+/// exit code.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
+) -> ExitCode {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(Ok(_)) => ExitCode::SUCCESS,
+        Ok(Err(e)) => failed(e),
+        Err(e) => failed(e.into()),
+    }
 }
 
 /// Parses the command line and runs the subcommand; call it from `main`
 /// under a tokio runtime.
 pub async fn main() -> ExitCode {
     let cli = Cli::parse();
+    let global = cli.global;
+    let output = global.output;
+    let client = |target: &NodeTarget, timeout: Duration| {
+        Client::new(&target.node, global.token.clone(), timeout)
+    };
     match cli.command {
         Command::Node(args) => {
             let config = match load(&args.config) {
@@ -41,7 +70,7 @@ pub async fn main() -> ExitCode {
                 eprintln!("error: {}: --id: {reason}", args.config.display());
                 return ExitCode::from(2);
             }
-            telemetry::init_logging(cli.log_format);
+            telemetry::init_logging(global.log_format);
             let metrics = match telemetry::init_metrics() {
                 Ok(handle) => handle,
                 Err(e) => return failed(e),
@@ -59,50 +88,30 @@ pub async fn main() -> ExitCode {
                 }
             }
         }
+        Command::Submit(args) => {
+            let client = client(&args.target, DEFAULT_TIMEOUT);
+            blocking(move || tasks::submit(&args, &client, output)).await
+        }
+        Command::Tasks(TasksCommand::List(args)) => {
+            let client = client(&args.target, DEFAULT_TIMEOUT);
+            blocking(move || tasks::list(&args, &client, output)).await
+        }
+        Command::Tasks(TasksCommand::Get(args)) => {
+            let client = client(&args.target, DEFAULT_TIMEOUT);
+            blocking(move || tasks::get(&args, &client, output)).await
+        }
+        Command::Tasks(TasksCommand::Cancel(args)) => {
+            let client = client(&args.target, DEFAULT_TIMEOUT);
+            blocking(move || tasks::cancel(&args, &client, output)).await
+        }
         Command::Cluster(ClusterCommand::Up(args)) => {
             let config = match load(&args.config) {
                 Ok(config) => config,
                 Err(code) => return code,
             };
-            match cluster::up(&args, &config, cli.log_format).await {
+            match cluster::up(&args, &config, global.log_format).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => failed(e),
-            }
-        }
-        Command::Chaos(args) => {
-            let config = match load(&args.config) {
-                Ok(config) => config,
-                Err(code) => return code,
-            };
-            let format = cli.log_format;
-            match tokio::task::spawn_blocking(move || chaos::run(&args, &config, format)).await {
-                Ok(Ok(report)) if report.lost == 0 && report.unfinished == 0 => ExitCode::SUCCESS,
-                Ok(Ok(_)) => ExitCode::from(1),
-                Ok(Err(e)) => failed(e),
-                Err(e) => failed(e.into()),
-            }
-        }
-        Command::Events(EventsCommand::Send(args)) => {
-            match tokio::task::spawn_blocking(move || loadgen::send(&args)).await {
-                Ok(Ok(_)) => ExitCode::SUCCESS,
-                Ok(Err(e)) => failed(e),
-                Err(e) => failed(e.into()),
-            }
-        }
-        Command::Bench(BenchCommand::Events(args)) => {
-            let format = cli.log_format;
-            match tokio::task::spawn_blocking(move || bench::events(&args, format)).await {
-                Ok(Ok(_)) => ExitCode::SUCCESS,
-                Ok(Err(e)) => failed(e),
-                Err(e) => failed(e.into()),
-            }
-        }
-        Command::Bench(BenchCommand::Tasks(args)) => {
-            let format = cli.log_format;
-            match tokio::task::spawn_blocking(move || bench::tasks(&args, format)).await {
-                Ok(Ok(_)) => ExitCode::SUCCESS,
-                Ok(Err(e)) => failed(e),
-                Err(e) => failed(e.into()),
             }
         }
         Command::Cluster(ClusterCommand::Down(args)) => {
@@ -110,11 +119,37 @@ pub async fn main() -> ExitCode {
                 Ok(config) => config,
                 Err(code) => return code,
             };
-            match tokio::task::spawn_blocking(move || cluster::down(&args, &config)).await {
-                Ok(Ok(())) => ExitCode::SUCCESS,
+            blocking(move || cluster::down(&args, &config)).await
+        }
+        Command::Cluster(ClusterCommand::Members(args)) => {
+            let client = client(&args.target, DEFAULT_TIMEOUT);
+            blocking(move || cluster::members(&client, output)).await
+        }
+        Command::Status(args) => {
+            let client = client(&args.target, DEFAULT_TIMEOUT);
+            blocking(move || status::run(&client, output)).await
+        }
+        Command::Chaos(args) => {
+            let config = match load(&args.config) {
+                Ok(config) => config,
+                Err(code) => return code,
+            };
+            match tokio::task::spawn_blocking(move || chaos::run(&args, &config, &global)).await {
+                Ok(Ok(report)) if report.lost == 0 && report.unfinished == 0 => ExitCode::SUCCESS,
+                Ok(Ok(_)) => ExitCode::from(1),
                 Ok(Err(e)) => failed(e),
                 Err(e) => failed(e.into()),
             }
+        }
+        Command::Events(EventsCommand::Send(args)) => {
+            let client = client(&args.target, EVENTS_TIMEOUT);
+            blocking(move || loadgen::send(&args, &client, output)).await
+        }
+        Command::Bench(BenchCommand::Events(args)) => {
+            blocking(move || bench::events(&args, &global)).await
+        }
+        Command::Bench(BenchCommand::Tasks(args)) => {
+            blocking(move || bench::tasks(&args, &global)).await
         }
         Command::Token(args) => {
             let config = match load(&args.config) {
@@ -132,13 +167,6 @@ pub async fn main() -> ExitCode {
                     ExitCode::SUCCESS
                 }
                 Err(e) => failed(anyhow::anyhow!(e)),
-            }
-        }
-        Command::Status(args) => {
-            match tokio::task::spawn_blocking(move || status::run(&args)).await {
-                Ok(Ok(())) => ExitCode::SUCCESS,
-                Ok(Err(e)) => failed(e),
-                Err(e) => failed(e.into()),
             }
         }
     }

@@ -6,14 +6,15 @@
 //! the node acknowledged.
 
 use std::fmt::Write as _;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 use troupe_protocol::IngestReply;
 
 use crate::cli::{EventsSendArgs, Output};
+use crate::client::Client;
+use crate::output::{print_json, progress_bar};
 
 /// What a run sent and what came back.
 #[derive(Debug, Serialize)]
@@ -30,39 +31,24 @@ pub struct SendReport {
     pub events_per_sec: f64,
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
-/// Runs the generator.
-pub fn send(args: &EventsSendArgs) -> anyhow::Result<SendReport> {
+/// Runs the generator against the node of `client`.
+pub fn send(args: &EventsSendArgs, client: &Client, output: Output) -> anyhow::Result<SendReport> {
     anyhow::ensure!(args.rate >= 1, "--rate must be at least 1");
     anyhow::ensure!(args.sources >= 1, "--sources must be at least 1");
     anyhow::ensure!(args.batch >= 1, "--batch must be at least 1");
-    let url = format!("{}/v1/events", args.node.trim_end_matches('/'));
-    let agent = ureq::AgentBuilder::new()
-        .timeout(Duration::from_secs(60))
-        .build();
     let run = uuid::Uuid::now_v7().simple().to_string();
-    let bar = ProgressBar::new(args.count);
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} events  {per_sec}",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    let bar = progress_bar(
+        args.count,
+        "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} events  {per_sec}",
+        output,
     );
-    if args.output == Output::Json {
-        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
-    }
     let began = Instant::now();
     let mut total = IngestReply::default();
     let mut next = 0u64;
     while next < args.count {
         let len = args.batch.min(args.count - next);
         let mut body = String::with_capacity(len as usize * 140);
-        let at = now_ms();
+        let at = crate::output::now_ms();
         for i in next..next + len {
             let _ = writeln!(
                 body,
@@ -71,12 +57,9 @@ pub fn send(args: &EventsSendArgs) -> anyhow::Result<SendReport> {
                 15.0 + fastrand::f64() * 20.0
             );
         }
-        let reply: IngestReply = agent
-            .post(&url)
-            .set("content-type", "application/x-ndjson")
-            .send_string(&body)
-            .with_context(|| format!("sending events {next}..{} to {url}", next + len))?
-            .into_json()?;
+        let reply: IngestReply = client
+            .post("/v1/events", "application/x-ndjson", &body)
+            .with_context(|| format!("sending events {next}..{}", next + len))?;
         total.absorb(reply);
         next += len;
         bar.set_position(next);
@@ -95,8 +78,8 @@ pub fn send(args: &EventsSendArgs) -> anyhow::Result<SendReport> {
         secs,
         events_per_sec: (total.accepted + total.duplicate) as f64 / secs.max(1e-9),
     };
-    match args.output {
-        Output::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+    match output {
+        Output::Json => print_json(&report)?,
         Output::Table => println!(
             "sent {}  accepted {}  duplicate {}  in {:.2} s ({:.0} events/s)",
             report.sent, report.accepted, report.duplicate, report.secs, report.events_per_sec

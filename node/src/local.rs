@@ -11,7 +11,9 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use troupe_protocol::{TaskPage, TaskRecord};
 
+use crate::client::{Client, DEFAULT_TIMEOUT};
 use crate::config::{ClusterConfig, NodeEntry};
 use crate::telemetry::LogFormat;
 
@@ -29,6 +31,9 @@ pub struct Launch {
     pub log_format: LogFormat,
     /// Start with fault injection allowed.
     pub fault_injection: bool,
+    /// The token this command sends to the nodes (see
+    /// [`crate::client::token_for`]).
+    pub token: Option<String>,
 }
 
 impl Launch {
@@ -39,6 +44,7 @@ impl Launch {
             config: config.to_owned(),
             log_format,
             fault_injection: false,
+            token: None,
         })
     }
 
@@ -78,6 +84,7 @@ impl Launch {
             id: entry.id.clone(),
             http: entry.http.to_string(),
             log: log_path,
+            token: self.token.clone(),
             child,
         })
     }
@@ -93,10 +100,24 @@ pub struct LocalNode {
     pub http: String,
     /// Its log file.
     pub log: PathBuf,
+    token: Option<String>,
     child: Child,
 }
 
 impl LocalNode {
+    /// Its HTTP API, with the launch's token and `timeout` per request.
+    pub fn client(&self, timeout: Duration) -> Client {
+        Client::new(&self.http, self.token.clone(), timeout)
+    }
+
+    /// Its `/metrics` text (empty when it does not answer).
+    pub fn metrics(&self) -> String {
+        self.client(DEFAULT_TIMEOUT)
+            .get_raw("/metrics")
+            .map(|(_, text)| text)
+            .unwrap_or_default()
+    }
+
     /// Its process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
@@ -175,32 +196,13 @@ pub fn peak_rss(pid: u32) -> Option<u64> {
     Some(kib * 1024)
 }
 
-/// Answers of a node's HTTP API, for the CLI's own use.
-pub fn get(http: &str, path: &str) -> Result<(u16, String), String> {
-    match ureq::get(&format!("http://{http}{path}"))
-        .timeout(Duration::from_secs(10))
-        .call()
-    {
-        Ok(reply) => {
-            let status = reply.status();
-            reply
-                .into_string()
-                .map(|body| (status, body))
-                .map_err(|e| e.to_string())
-        }
-        Err(ureq::Error::Status(status, reply)) => {
-            Ok((status, reply.into_string().unwrap_or_default()))
-        }
-        Err(e) => Err(e.to_string()),
-    }
-}
-
 /// Waits until every node answers `/ready` with 200.
 pub fn await_ready(nodes: &[LocalNode], timeout: Duration) -> anyhow::Result<()> {
     let deadline = Instant::now() + timeout;
     for node in nodes {
+        let client = node.client(DEFAULT_TIMEOUT);
         loop {
-            if matches!(get(&node.http, "/ready"), Ok((200, _))) {
+            if matches!(client.get_raw("/ready"), Ok((200, _))) {
                 break;
             }
             anyhow::ensure!(
@@ -226,16 +228,15 @@ pub fn metric(text: &str, name: &str) -> f64 {
 /// Every task a node lists (`GET /v1/tasks` pages, `query` added to each
 /// request, e.g. `&state=succeeded`), handed to `each` one at a time.
 pub fn for_each_task(
-    http: &str,
+    client: &Client,
     query: &str,
-    mut each: impl FnMut(troupe_protocol::TaskRecord),
+    mut each: impl FnMut(TaskRecord),
 ) -> anyhow::Result<()> {
     let mut cursor = String::new();
     loop {
-        let (status, body) = get(http, &format!("/v1/tasks?limit=1000{query}{cursor}"))
-            .map_err(anyhow::Error::msg)?;
-        anyhow::ensure!(status == 200, "listing tasks on {http}: {status} {body}");
-        let page: troupe_protocol::TaskPage = serde_json::from_str(&body)?;
+        let page: TaskPage = client
+            .get(&format!("/v1/tasks?limit=1000{query}{cursor}"))
+            .with_context(|| format!("listing tasks on {}", client.base()))?;
         page.tasks.into_iter().for_each(&mut each);
         match page.next_cursor {
             Some(next) => cursor = format!("&cursor={next}"),

@@ -1,38 +1,21 @@
 //! `troupe status`: a node's health, readiness and supervision tree.
 
 use std::fmt::Write as _;
-use std::time::Duration;
 
 use anyhow::Context;
 use troupe_protocol::{ActorNode, ActorStatus, Health, Readiness};
 
-use crate::cli::{Output, StatusArgs};
-
-fn agent() -> ureq::Agent {
-    ureq::AgentBuilder::new()
-        .timeout(Duration::from_secs(5))
-        .build()
-}
+use crate::cli::Output;
+use crate::client::Client;
 
 /// Fetches and prints the status; Err when the node cannot be reached.
-pub fn run(args: &StatusArgs) -> anyhow::Result<()> {
-    let base = args.node.trim_end_matches('/');
-    let agent = agent();
-    let health: Health = agent
-        .get(&format!("{base}/health"))
-        .call()
-        .with_context(|| format!("node at {base} is not answering"))?
-        .into_json()?;
+pub fn run(client: &Client, output: Output) -> anyhow::Result<()> {
+    let health: Health = client.get("/health")?;
     // /ready answers 503 with a body when not ready; both carry Readiness.
-    let readiness: Readiness = match agent.get(&format!("{base}/ready")).call() {
-        Ok(response) | Err(ureq::Error::Status(_, response)) => response.into_json()?,
-        Err(e) => return Err(e).context("reading /ready"),
-    };
-    let tree: ActorNode = agent
-        .get(&format!("{base}/v1/actors"))
-        .call()?
-        .into_json()?;
-    match args.output {
+    let (_, ready) = client.get_raw("/ready")?;
+    let readiness: Readiness = serde_json::from_str(&ready).context("reading /ready")?;
+    let tree: ActorNode = client.get("/v1/actors")?;
+    match output {
         Output::Json => println!(
             "{}",
             serde_json::to_string_pretty(&serde_json::json!({

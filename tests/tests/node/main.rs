@@ -4,6 +4,7 @@
 mod alerts;
 mod api;
 mod auth;
+mod cli;
 mod cluster_up;
 mod durability;
 mod events;
