@@ -17,7 +17,8 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
+use troupe_protocol::now_ms;
 
 use ractor::factory::{FactoryMessage, Job};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
@@ -197,12 +198,6 @@ pub struct SchedulerState {
     dependents: HashMap<String, Vec<String>>,
     /// Membership as last acted on.
     live: tokio::sync::watch::Receiver<Vec<String>>,
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 fn count(event: &'static str) {

@@ -13,7 +13,8 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
+use troupe_protocol::now_ms;
 
 use chrono::{DateTime, TimeZone, Utc};
 use croner::Cron;
@@ -49,12 +50,6 @@ fn next_tick(cron: &Cron, after_ms: u64) -> Option<u64> {
     let after: DateTime<Utc> = Utc.timestamp_opt(seconds, 0).single()?;
     let next = cron.find_next_occurrence(&after, false).ok()?;
     u64::try_from(next.timestamp_millis()).ok()
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// Messages of the schedules actor.

@@ -8,7 +8,8 @@
 //! secret: nodes with another secret are another cluster to it and never
 //! become members.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
+use troupe_protocol::now_ms;
 
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
@@ -21,12 +22,6 @@ type HmacSha256 = Hmac<Sha256>;
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// The cluster secret, ready to prove and check hellos.

@@ -10,7 +10,7 @@
 //! they read well and `grep`/`awk` still work on them.
 
 use std::io::IsTerminal;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use comfy_table::presets::NOTHING;
 use comfy_table::{Cell, CellAlignment, ContentArrangement, Table};
@@ -70,12 +70,7 @@ pub fn wire_name(value: impl Serialize) -> String {
     }
 }
 
-/// Milliseconds since the Unix epoch, now.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
+pub use troupe_protocol::now_ms;
 
 /// How long ago `at_ms` was, in the largest whole unit: `42s`, `5m`,
 /// `3h`, `2d`.

@@ -33,3 +33,11 @@ pub use schedules::{CreateSchedule, ScheduleRecord, ScheduleStatus};
 pub use tasks::{
     Attempt, Backoff, Priority, SubmitTask, TaskAccepted, TaskPage, TaskRecord, TaskState, Workers,
 };
+
+/// Wall-clock now, in ms since the Unix epoch: the unit of every `*_ms`
+/// time in these types.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}

@@ -11,7 +11,7 @@
 //! holds no data and is always served.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use actix_web::{web, HttpResponse};
 use futures::future::join3;
@@ -107,9 +107,7 @@ async fn take(state: &AppState) -> DashboardSnapshot {
     DashboardSnapshot {
         cluster: state.cluster.to_string(),
         node: state.node_id.to_string(),
-        at_ms: SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64),
+        at_ms: troupe_protocol::now_ms(),
         uptime_secs: state.started.elapsed().as_secs(),
         members,
         tree,

@@ -13,7 +13,8 @@
 //! before the reply.
 
 use std::collections::HashMap;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
+use troupe_protocol::now_ms;
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use futures::StreamExt;
@@ -37,12 +38,6 @@ const MAX_JSON_DOCUMENT: usize = 64 << 20;
 const INGESTOR_TIMEOUT: Duration = Duration::from_secs(30);
 /// Largest page of `GET /v1/events`.
 const MAX_PAGE: usize = 1_000;
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
 
 /// A message sent to the ingestor, its answer still to come.
 struct Pending<T>(oneshot::Receiver<T>);

@@ -2,18 +2,13 @@
 //! to another holder when its owner is killed.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
+use troupe_protocol::now_ms;
 
 use serde_json::json;
 use troupe_tests::{wait_until, Cluster};
 
 use crate::{start_converged, IDS};
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
 
 /// Tick time → (task state, how many tasks) of a schedule's tasks, as the
 /// cluster lists them (asked of node `on`).
