@@ -156,3 +156,47 @@ fn the_dashboard_shows_the_cluster_live_and_a_killed_node_going_dead_with_its_ta
             .is_some_and(|m| m.iter().any(|m| m["id"] == "n3" && m["state"] == "dead"))
     });
 }
+
+#[test]
+fn on_a_node_that_protects_reads_the_page_asks_for_a_token_and_then_goes_live() {
+    let mut cluster = Cluster::new(
+        1,
+        r#"
+[auth]
+required = true
+protect_reads = true
+tokens = [{ name = "viewer", token = "static-read-token", role = "read" }]
+"#,
+    );
+    cluster.start("n1", &[]);
+    assert_eq!(cluster.get("n1", "/v1/dashboard").status, 401);
+
+    let browser = Browser::start(WIDTH, HEIGHT);
+    browser.open(&format!("{}/", cluster.url("n1")));
+    browser.wait_for(
+        SETTLE,
+        "the page to ask for a token",
+        r#"return getComputedStyle(document.getElementById("auth")).display !== "none"
+            && document.getElementById("conn").textContent === "token needed";"#,
+    );
+    browser.eval(
+        r#"document.getElementById("token").value = "wrong-token";
+           document.getElementById("use-token").click(); return true;"#,
+    );
+    browser.wait_for(
+        SETTLE,
+        "a wrong token to be refused",
+        r#"return getComputedStyle(document.getElementById("auth")).display !== "none";"#,
+    );
+    browser.eval(
+        r#"document.getElementById("token").value = "static-read-token";
+           document.getElementById("use-token").click(); return true;"#,
+    );
+    browser.wait_for(
+        SETTLE,
+        "the page to go live with the read token",
+        r##"return Number(document.body.dataset.snapshots || 0) >= 2
+            && document.querySelector("#members tr[data-member='n1']") !== null
+            && document.getElementById("conn").textContent === "live";"##,
+    );
+}
