@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use actix_web::{web, HttpResponse};
-use futures::future::join3;
+use futures::future::{join3, try_join_all};
 use troupe_actors::tasks::gauges::LANE_ORDER;
 use troupe_protocol::dashboard::{DashboardSnapshot, InFlightTask, PipelineFigures, PoolFigures};
 use troupe_protocol::TaskState;
@@ -141,19 +141,20 @@ fn keep<T>(
 
 /// Unfinished tasks across the cluster, a page per state.
 async fn in_flight(state: &AppState) -> Result<Vec<InFlightTask>, ApiError> {
-    let mut tasks = Vec::new();
-    for wanted in [TaskState::Running, TaskState::Queued, TaskState::Pending] {
-        let page = state
-            .router
-            .list(None, Some(wanted), IN_FLIGHT_PAGE)
-            .await?;
-        tasks.extend(page.tasks.into_iter().map(|t| InFlightTask {
+    let pages = try_join_all(
+        [TaskState::Running, TaskState::Queued, TaskState::Pending]
+            .map(|wanted| state.router.list(None, Some(wanted), IN_FLIGHT_PAGE)),
+    )
+    .await?;
+    Ok(pages
+        .into_iter()
+        .flat_map(|page| page.tasks)
+        .map(|t| InFlightTask {
             id: t.id,
             kind: t.kind,
             state: t.state,
             priority: t.priority,
             owner: t.owner,
-        }));
-    }
-    Ok(tasks)
+        })
+        .collect())
 }
