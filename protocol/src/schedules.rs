@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use crate::SubmitTask;
 
 /// Body of `POST /v1/schedules`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateSchedule {
     /// A label for people; not unique.
@@ -19,7 +19,7 @@ pub struct CreateSchedule {
 }
 
 /// A schedule as stored on each of the nodes that hold it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ScheduleRecord {
     /// Schedule id.
     pub id: String,
@@ -38,7 +38,7 @@ pub struct ScheduleRecord {
 }
 
 /// A schedule as `GET /v1/schedules` shows it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ScheduleStatus {
     /// The schedule.
     #[serde(flatten)]
