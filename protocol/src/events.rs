@@ -13,10 +13,13 @@ use crate::Payload;
 pub struct EventIn {
     /// Unique id; events are deduplicated by it. Generated when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(min_length = 1, max_length = 256)]
     pub event_id: Option<String>,
     /// Where it comes from (a device, a service); watermarks are per source.
+    #[schema(min_length = 1, max_length = 256)]
     pub source: String,
     /// What happened; pipelines filter on it.
+    #[schema(min_length = 1, max_length = 256)]
     pub event_type: String,
     /// Event time: ms since the Unix epoch, or an RFC 3339 string. The
     /// arrival time when absent (the reply counts those).
@@ -99,6 +102,7 @@ pub struct IngestReply {
     pub timestamps_assigned: u64,
     /// Log offsets of the accepted events, first and last.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<u64>>, min_items = 2, max_items = 2)]
     pub offsets: Option<(u64, u64)>,
 }
 

@@ -362,7 +362,7 @@ fn duration(field: &str, value: &str) -> Result<u64, ApiError> {
 #[utoipa::path(
     tag = "events",
     operation_id = "retain_events",
-    params(("older_than" = String, Query,
+    params(("older_than" = String, Query, pattern = "^[0-9]+(ms|s|m|h|d)$",
             description = "Deletes events older than this: `30d`, `12h`, `15m`, `45s`, `500ms`.")),
     responses((status = 200, description = "Deleted.", body = Retention),
               QueryErrors, Unavailable)
