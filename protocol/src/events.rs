@@ -10,6 +10,12 @@ use crate::Payload;
 /// An event as a client sends it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({
+    "source": "sensor-1",
+    "event_type": "reading",
+    "timestamp": "2026-01-01T00:00:00Z",
+    "data": {"room": "kitchen", "celsius": 21.5},
+}))]
 pub struct EventIn {
     /// Unique id; events are deduplicated by it. Generated when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -8,6 +8,13 @@ use serde::{Deserialize, Serialize};
 /// A pipeline, from `cluster.toml` (`[[pipelines]]`) or the API.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({
+    "id": "rooms",
+    "event_type": "reading",
+    "key_by": "data.room",
+    "window": {"kind": "tumbling", "size_ms": 60000},
+    "aggregates": [{"op": "count"}, {"op": "avg", "field": "data.celsius"}],
+}))]
 pub struct PipelineSpec {
     /// Unique id.
     pub id: String,

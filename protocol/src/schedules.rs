@@ -7,6 +7,7 @@ use crate::SubmitTask;
 /// Body of `POST /v1/schedules`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"name": "tick", "cron": "*/5 * * * *", "task": {"kind": "echo", "input": {"n": 1}}}))]
 pub struct CreateSchedule {
     /// A label for people; not unique.
     #[serde(default, skip_serializing_if = "Option::is_none")]

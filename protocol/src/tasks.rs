@@ -35,6 +35,7 @@ pub enum Priority {
 /// the wire `kind` is still required.)
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"kind": "echo", "input": {"n": 1}, "priority": "high"}))]
 pub struct SubmitTask {
     /// The plugin that runs the task (`sleep`, `echo`, …).
     pub kind: String,

@@ -94,15 +94,15 @@ struct Served {
 
 /// Built once: it depends only on the code.
 static SERVED: LazyLock<Served> = LazyLock::new(|| {
-    let doc = document().0;
-    let methods = doc
+    let methods = document()
+        .0
         .paths
         .paths
         .iter()
         .map(|(path, item)| (path.clone(), method_names(item).join(", ")))
         .collect();
     Served {
-        json: serde_json::to_string(&doc).map_err(|e| e.to_string()),
+        json: served().and_then(|json| serde_json::to_string(&json).map_err(|e| e.to_string())),
         methods,
     }
 });
@@ -207,6 +207,70 @@ impl Modify for Access {
             }
         }
     }
+}
+
+/// What a create answers, and where in it the new thing's id is: the
+/// operations that take that id are linked from the answer, so a reader
+/// (and a stateful fuzzer) can follow a create to its reads and deletes.
+const LINKS: &[(&str, &str, &str, &[&str])] = &[
+    (
+        "create_schedule",
+        "201",
+        "/id",
+        &["get_schedule", "delete_schedule"],
+    ),
+    (
+        "create_pipeline",
+        "201",
+        "/spec/id",
+        &[
+            "start_pipeline",
+            "stop_pipeline",
+            "pipeline_stats",
+            "late_events",
+        ],
+    ),
+    // One task submitted alone; an array answers an array.
+    ("submit_tasks", "202", "/id", &["get_task", "cancel_task"]),
+];
+
+/// The document as served: [`document`] with [`LINKS`] added (by hand:
+/// utoipa 5 writes a link's `operationId` as `operation_id`).
+pub(super) fn served() -> Result<serde_json::Value, String> {
+    let mut json = serde_json::to_value(document().0).map_err(|e| e.to_string())?;
+    let operations = json
+        .get_mut("paths")
+        .and_then(serde_json::Value::as_object_mut)
+        .into_iter()
+        .flat_map(|paths| paths.values_mut())
+        .filter_map(serde_json::Value::as_object_mut)
+        .flat_map(|item| item.values_mut());
+    for operation in operations {
+        let Some(&(_, status, pointer, targets)) = LINKS
+            .iter()
+            .find(|(id, ..)| operation["operationId"] == *id)
+        else {
+            continue;
+        };
+        // Every target takes the id as its path parameter `id`.
+        let links: serde_json::Map<String, serde_json::Value> = targets
+            .iter()
+            .map(|target| {
+                let link = serde_json::json!({
+                    "operationId": target,
+                    "parameters": {"id": format!("$response.body#{pointer}")},
+                });
+                ((*target).to_owned(), link)
+            })
+            .collect();
+        if let Some(response) = operation
+            .pointer_mut(&format!("/responses/{status}"))
+            .and_then(serde_json::Value::as_object_mut)
+        {
+            response.insert("links".into(), serde_json::Value::Object(links));
+        }
+    }
+    Ok(json)
 }
 
 /// An item's operations, each with whether it changes something (the

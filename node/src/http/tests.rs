@@ -8,7 +8,7 @@ use actix_web::test as actix_test;
 use actix_web::App;
 use troupe_protocol::ErrorBody;
 
-use super::openapi::document;
+use super::openapi::{document, served};
 use super::routes;
 
 /// Every (method, path) the document lists, with path parameters filled in.
@@ -156,4 +156,42 @@ fn the_document_is_openapi_3_1_with_the_bearer_scheme_and_error_body() {
     }
     assert!(json["paths"]["/health"]["get"]["responses"]["401"].is_null());
     assert!(json["paths"]["/v1/tasks"]["get"]["responses"]["403"].is_null());
+}
+
+#[test]
+fn links_name_operations_that_exist() {
+    let json = served().expect("the document serializes");
+    let mut ids = Vec::new();
+    let mut targets = Vec::new();
+    for item in json["paths"]
+        .as_object()
+        .into_iter()
+        .flat_map(|p| p.values())
+    {
+        for operation in item.as_object().into_iter().flat_map(|o| o.values()) {
+            ids.extend(operation["operationId"].as_str().map(str::to_owned));
+            for response in operation["responses"]
+                .as_object()
+                .into_iter()
+                .flat_map(|r| r.values())
+            {
+                for link in response["links"]
+                    .as_object()
+                    .into_iter()
+                    .flat_map(|l| l.values())
+                {
+                    targets.extend(link["operationId"].as_str().map(str::to_owned));
+                }
+            }
+        }
+    }
+    assert!(targets.len() >= 8, "{targets:?}");
+    for target in targets {
+        assert!(
+            ids.contains(&target),
+            "a link to {target}, which no operation is"
+        );
+    }
+    let unique: std::collections::BTreeSet<_> = ids.iter().collect();
+    assert_eq!(unique.len(), ids.len(), "operation ids repeat: {ids:?}");
 }
