@@ -195,3 +195,49 @@ fn links_name_operations_that_exist() {
     let unique: std::collections::BTreeSet<_> = ids.iter().collect();
     assert_eq!(unique.len(), ids.len(), "operation ids repeat: {ids:?}");
 }
+
+/// Every `.rs` file under `dir`.
+fn sources(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            sources(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+#[test]
+fn no_route_is_registered_but_through_the_document() {
+    // actix can register a route without utoipa ever seeing it; the
+    // document would then miss it. Routes::add is the one way in.
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    sources(&root, &mut files);
+    assert!(
+        files.len() > 10,
+        "{} files under {}",
+        files.len(),
+        root.display()
+    );
+    let bypasses = [".route(", "web::resource(", "web::scope(", ".service("];
+    for file in files.iter().filter(|f| !f.ends_with("http/tests.rs")) {
+        let Ok(text) = std::fs::read_to_string(file) else {
+            continue;
+        };
+        let allowed = file.ends_with("http/openapi.rs");
+        for (n, line) in text.lines().enumerate() {
+            let found = bypasses.iter().find(|b| line.contains(*b));
+            assert!(
+                found.is_none() || (allowed && line.contains("self.config.service(handler)")),
+                "{}:{}: {} registers a route the OpenAPI document does not see; \
+                 give the handler a route macro and #[utoipa::path] and add it in \
+                 http::register",
+                file.display(),
+                n + 1,
+                line.trim()
+            );
+        }
+    }
+}
