@@ -2,7 +2,9 @@
 //!
 //! Handlers hold no state of their own: they resolve the actor they need by
 //! path, call it, and map the reply to HTTP. [`routes`] is used by the
-//! server and by in-process tests alike.
+//! server and by in-process tests alike; every handler is added in
+//! `register`, which also builds the OpenAPI document (`openapi`), so
+//! what is served and what `GET /openapi.json` says are the same list.
 
 pub mod access;
 mod actors;

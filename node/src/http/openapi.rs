@@ -9,7 +9,9 @@
 //! rate limit — is added here from the same rules the middlewares use
 //! ([`super::access`], [`super::limits`]). Error responses are named sets
 //! ([`Unavailable`], [`BodyErrors`] …) so each handler lists what it can
-//! answer in one line, all with the one error body, [`ErrorBody`].
+//! answer in one line, all with the one error body, [`ErrorBody`]. Each
+//! create links to the operations that take the id it answers ([`LINKS`]),
+//! which is what lets a stateful fuzzer (`scripts/fuzz-api`) go past it.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::LazyLock;
@@ -17,8 +19,6 @@ use std::sync::LazyLock;
 use actix_web::dev::HttpServiceFactory;
 use actix_web::{get, HttpResponse};
 use troupe_protocol::ErrorBody;
-
-use super::ApiError;
 use utoipa::openapi::path::{Operation, PathItem};
 use utoipa::openapi::response::{Response, ResponseBuilder};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
@@ -26,6 +26,8 @@ use utoipa::openapi::{Content, Header, Ref, RefOr};
 use utoipa::{IntoResponses, Modify, OpenApi};
 use utoipa_actix_web::service_config::ServiceConfig;
 use utoipa_actix_web::{AppExt, OpenApiFactory};
+
+use super::ApiError;
 
 /// The name of the bearer-token security scheme.
 const BEARER: &str = "bearer";
