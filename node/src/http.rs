@@ -148,8 +148,8 @@ where
         .streaming(stream)
 }
 
-/// Paths never behind a token or a rate limit: the probes of an
-/// orchestrator and of Prometheus.
+/// Paths never rate-limited: the probes of an orchestrator and of
+/// Prometheus (the OpenAPI document reads this too).
 const PROBES: &[&str] = &["/health", "/ready", "/metrics"];
 
 /// Every route. Each handler carries its route macro and

@@ -164,8 +164,9 @@ pub(super) async fn openapi_json() -> Result<HttpResponse, ApiError> {
         .body(document.as_str()))
 }
 
-/// Adds the bearer scheme, and to every operation but the probes the
-/// statuses of `[auth]` (401 and, for a change, 403) and `[limits]` (429).
+/// Adds the bearer scheme; to every operation but those `[auth]` leaves
+/// open its statuses (401 and, for a change, 403), and to every one
+/// `[limits]` applies to its 429.
 struct Access;
 
 impl Modify for Access {
@@ -186,18 +187,23 @@ impl Modify for Access {
             ),
         );
         for (path, item) in doc.paths.paths.iter_mut() {
-            if super::PROBES.contains(&path.as_str()) {
-                continue;
-            }
+            let needs_token = !super::access::OPEN.contains(&path.as_str());
+            let limited = !super::PROBES.contains(&path.as_str());
             for (writes, operation) in operations(item) {
-                // Either no token (auth off) or a bearer token.
-                operation.security = Some(vec![
-                    SecurityRequirement::default(),
-                    SecurityRequirement::new(BEARER, Vec::<String>::new()),
-                ]);
-                let mut extra = vec![401, 429];
-                if writes {
-                    extra.push(403);
+                let mut extra = Vec::new();
+                if needs_token {
+                    // Either no token (auth off) or a bearer token.
+                    operation.security = Some(vec![
+                        SecurityRequirement::default(),
+                        SecurityRequirement::new(BEARER, Vec::<String>::new()),
+                    ]);
+                    extra.push(401);
+                    if writes {
+                        extra.push(403);
+                    }
+                }
+                if limited {
+                    extra.push(429);
                 }
                 for status in extra {
                     operation
