@@ -35,7 +35,15 @@ pub fn admit(input: EventIn, now_ms: u64) -> Result<Admitted, (String, String)> 
     }
     let timestamp_ms = match &input.timestamp {
         None => now_ms,
-        Some(EventTime::Millis(ms)) => *ms,
+        // Past i64 no clock, RFC 3339 time or PostgreSQL BIGINT can
+        // say it (nor the API's documented int64).
+        Some(EventTime::Millis(ms)) if i64::try_from(*ms).is_ok() => *ms,
+        Some(EventTime::Millis(_)) => {
+            return Err((
+                "timestamp".to_owned(),
+                format!("must be at most {} ms since the Unix epoch", i64::MAX),
+            ))
+        }
         Some(EventTime::Text(text)) => DateTime::parse_from_rfc3339(text)
             .ok()
             .and_then(|t| u64::try_from(t.timestamp_millis()).ok())
@@ -101,6 +109,8 @@ mod tests {
             Ok(1_767_225_600_000)
         );
         assert_eq!(at(json!("yesterday")).unwrap_err().0, "timestamp");
+        assert_eq!(at(json!(i64::MAX as u64)), Ok(i64::MAX as u64));
+        assert_eq!(at(json!(i64::MAX as u64 + 1)).unwrap_err().0, "timestamp");
         let empty = admit(
             input(json!({"source": "", "event_type": "t", "data": {}})),
             0,

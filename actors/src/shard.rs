@@ -58,7 +58,7 @@ struct Checkpoint {
 }
 
 /// Counts of one pipeline, kept in the checkpoint.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Counters {
     /// Events counted in windows.
     pub added: u64,
@@ -75,7 +75,7 @@ pub struct Counters {
 
 /// A pipeline's live state, for `GET /v1/pipelines`, `/v1/windows`,
 /// `/v1/watermarks`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PipelineStatus {
     /// The pipeline.
     pub spec: PipelineSpec,

@@ -2,7 +2,9 @@
 //!
 //! Handlers hold no state of their own: they resolve the actor they need by
 //! path, call it, and map the reply to HTTP. [`routes`] is used by the
-//! server and by in-process tests alike.
+//! server and by in-process tests alike; every handler is added in
+//! `register`, which also builds the OpenAPI document (`openapi`), so
+//! what is served and what `GET /openapi.json` says are the same list.
 
 pub mod access;
 mod actors;
@@ -13,6 +15,7 @@ mod events;
 mod health;
 mod json;
 pub mod limits;
+mod openapi;
 mod pipelines;
 mod schedules;
 mod tasks;
@@ -152,46 +155,76 @@ where
         .streaming(stream)
 }
 
-/// Registers every route.
+/// Paths never rate-limited: the probes of an orchestrator and of
+/// Prometheus (the OpenAPI document reads this too).
+const PROBES: &[&str] = &["/health", "/ready", "/metrics"];
+
+/// Every route. Each handler carries its route macro and
+/// `#[utoipa::path]`, so adding it here both serves and documents it.
+fn register(routes: &mut openapi::Routes) {
+    routes
+        .add(dashboard::page)
+        .add(dashboard::snapshot)
+        .add(dashboard::stream)
+        .add(dashboard::alerts)
+        .add(health::health)
+        .add(health::ready)
+        .add(health::metrics)
+        .add(openapi::openapi_json)
+        .add(cluster::view)
+        .add(cluster::plugins)
+        .add(actors::tree)
+        .add(actors::crash)
+        .add(tasks::submit)
+        .add(tasks::list)
+        .add(tasks::get)
+        .add(tasks::cancel)
+        .add(events::ingest)
+        .add(events::list)
+        .add(events::retain)
+        .add(events::webhook_one)
+        .add(events::webhook_batch)
+        .add(events::stats)
+        .add(pipelines::list)
+        .add(pipelines::create)
+        .add(pipelines::start)
+        .add(pipelines::stop)
+        .add(pipelines::stats)
+        .add(pipelines::late)
+        .add(pipelines::open_windows)
+        .add(pipelines::watermarks)
+        .add(pipelines::aggregates)
+        .add(pipelines::checkpoint)
+        .add(schedules::create)
+        .add(schedules::list)
+        .add(schedules::get)
+        .add(schedules::delete)
+        .add(tasks::workers)
+        .add(tasks::resize);
+}
+
+/// Registers every route, the extractors' error answers and the fallback
+/// for unknown routes and methods, all in the one error shape.
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/", web::get().to(dashboard::page))
-        .route("/v1/dashboard", web::get().to(dashboard::snapshot))
-        .route("/v1/dashboard/stream", web::get().to(dashboard::stream))
-        .route("/health", web::get().to(health::health))
-        .route("/ready", web::get().to(health::ready))
-        .route("/metrics", web::get().to(health::metrics))
-        .route("/v1/cluster", web::get().to(cluster::view))
-        .route("/v1/plugins", web::get().to(cluster::plugins))
-        .route("/v1/actors", web::get().to(actors::tree))
-        .route("/v1/actors/{path:.+}/crash", web::post().to(actors::crash))
-        .route("/v1/tasks", web::post().to(tasks::submit))
-        .route("/v1/tasks", web::get().to(tasks::list))
-        .route("/v1/tasks/{id}", web::get().to(tasks::get))
-        .route("/v1/tasks/{id}", web::delete().to(tasks::cancel))
-        .route("/v1/events", web::post().to(events::ingest))
-        .route("/v1/events", web::get().to(events::list))
-        .route("/v1/events", web::delete().to(events::retain))
-        .route("/webhook/ingest", web::post().to(events::webhook_one))
-        .route("/webhook/batch", web::post().to(events::webhook_batch))
-        .route("/stats", web::get().to(events::stats))
-        .route("/v1/pipelines", web::get().to(pipelines::list))
-        .route("/v1/pipelines", web::post().to(pipelines::create))
-        .route("/v1/pipelines/{id}/start", web::post().to(pipelines::start))
-        .route("/v1/pipelines/{id}/stop", web::post().to(pipelines::stop))
-        .route("/v1/pipelines/{id}/stats", web::get().to(pipelines::stats))
-        .route("/v1/pipelines/{id}/late", web::get().to(pipelines::late))
-        .route("/v1/windows", web::get().to(pipelines::windows))
-        .route("/v1/watermarks", web::get().to(pipelines::watermarks))
-        .route("/v1/aggregates", web::get().to(pipelines::aggregates))
-        .route("/v1/checkpoint", web::post().to(pipelines::checkpoint))
-        .route("/v1/alerts", web::get().to(dashboard::alerts))
-        .route("/v1/schedules", web::post().to(schedules::create))
-        .route("/v1/schedules", web::get().to(schedules::list))
-        .route("/v1/schedules/{id}", web::get().to(schedules::get))
-        .route("/v1/schedules/{id}", web::delete().to(schedules::delete))
-        .route("/v1/workers", web::get().to(tasks::workers))
-        .route("/v1/workers", web::put().to(tasks::resize))
-        .default_service(web::to(error::not_found));
+    cfg.app_data(web::QueryConfig::default().error_handler(|e, _| {
+        ApiError::malformed(format!("the query does not decode: {e}")).into()
+    }))
+    .app_data(
+        web::PathConfig::default().error_handler(|e, _| {
+            ApiError::malformed(format!("the path does not decode: {e}")).into()
+        }),
+    )
+    .app_data(
+        web::JsonConfig::default()
+            .limit(json::MAX_BODY)
+            .error_handler(|e, _| {
+                ApiError::malformed(format!("not the expected JSON: {e}")).into()
+            }),
+    );
+    register(&mut openapi::Routes::new(
+        &mut utoipa_actix_web::service_config::ServiceConfig::new(cfg),
+    ));
+    cfg.default_service(web::to(error::no_route));
 }
 
 /// For a middleware that decides before routing: answers `refused`
@@ -248,3 +281,6 @@ where
         Ok(response)
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 /// One actor in the supervision tree, with its children.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ActorNode {
     /// The actor's own name, unique among its siblings (`ingestor`).
     pub name: String,
@@ -19,6 +19,7 @@ pub struct ActorNode {
     /// The most recent failure, if it ever failed.
     pub last_failure: Option<Failure>,
     /// Supervised children, in start order.
+    #[schema(no_recursion)]
     pub children: Vec<ActorNode>,
 }
 
@@ -33,7 +34,7 @@ impl ActorNode {
 }
 
 /// Lifecycle of a supervised actor as its supervisor sees it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ActorStatus {
     /// Started and handling messages.
@@ -45,10 +46,19 @@ pub enum ActorStatus {
 }
 
 /// Why and when an actor last failed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Failure {
     /// The panic message or handler error.
     pub reason: String,
     /// Wall-clock time of the failure, milliseconds since the Unix epoch.
     pub at_ms: u64,
+}
+
+/// Reply to `POST /v1/actors/{path}/crash`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Crashed {
+    /// The actor crashed.
+    pub path: String,
+    /// Always true: its supervisor was told.
+    pub crashed: bool,
 }

@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 /// `[[alerts]]`: one rule.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AlertRule {
     /// Unique name.
@@ -35,7 +35,19 @@ fn default_suppress_minutes() -> u64 {
 }
 
 /// Severity of a rule.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Default,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum AlertLevel {
     /// Worth knowing.
@@ -48,7 +60,7 @@ pub enum AlertLevel {
 }
 
 /// Whether a notification starts or ends an alert.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum AlertState {
     /// The condition has held for the rule's duration.
@@ -58,7 +70,7 @@ pub enum AlertState {
 }
 
 /// One notification.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AlertEvent {
     /// The rule.
     pub rule: String,
@@ -88,7 +100,7 @@ pub struct AlertEvent {
 }
 
 /// `GET /v1/alerts`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AlertsView {
     /// The rules and what each is doing now.
     pub rules: Vec<RuleStatus>,
@@ -97,7 +109,7 @@ pub struct AlertsView {
 }
 
 /// A rule and its keys' state.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RuleStatus {
     /// The rule as configured.
     pub rule: AlertRule,

@@ -4,7 +4,7 @@ use crate::plugins::PluginId;
 use serde::{Deserialize, Serialize};
 
 /// `GET /v1/cluster`: this node's view of the cluster.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ClusterView {
     /// Cluster name from `cluster.toml`.
     pub cluster: String,
@@ -15,7 +15,7 @@ pub struct ClusterView {
 }
 
 /// One member as seen by the answering node.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Member {
     /// Node id.
     pub id: String,
@@ -49,7 +49,7 @@ pub struct Member {
 }
 
 /// Member liveness.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum MemberState {
     /// Heartbeats arriving.

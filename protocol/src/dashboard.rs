@@ -16,7 +16,7 @@ use crate::alerts::AlertEvent;
 use crate::{ActorNode, Member, Priority, TaskState, WindowResult};
 
 /// One look at a node.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DashboardSnapshot {
     /// Cluster name.
     pub cluster: String,
@@ -46,7 +46,7 @@ pub struct DashboardSnapshot {
 }
 
 /// The worker pool's figures.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PoolFigures {
     /// Workers.
     pub workers: u64,
@@ -57,7 +57,7 @@ pub struct PoolFigures {
 }
 
 /// A task that is not finished.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct InFlightTask {
     /// Task id.
     pub id: String,
@@ -72,7 +72,7 @@ pub struct InFlightTask {
 }
 
 /// A pipeline's live figures.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PipelineFigures {
     /// Pipeline id.
     pub id: String,

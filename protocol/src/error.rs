@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 
 /// `{error, detail, field?}`: `error` is a stable machine-readable code,
 /// `detail` a sentence for people, `field` the offending input path if any.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ErrorBody {
     /// Stable code, e.g. `invalid_field`, `not_found`, `forbidden`.
     pub error: String,

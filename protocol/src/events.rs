@@ -8,15 +8,24 @@ use serde::{Deserialize, Serialize};
 use crate::Payload;
 
 /// An event as a client sends it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({
+    "source": "sensor-1",
+    "event_type": "reading",
+    "timestamp": "2026-01-01T00:00:00Z",
+    "data": {"room": "kitchen", "celsius": 21.5},
+}))]
 pub struct EventIn {
     /// Unique id; events are deduplicated by it. Generated when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(min_length = 1, max_length = 256)]
     pub event_id: Option<String>,
     /// Where it comes from (a device, a service); watermarks are per source.
+    #[schema(min_length = 1, max_length = 256)]
     pub source: String,
     /// What happened; pipelines filter on it.
+    #[schema(min_length = 1, max_length = 256)]
     pub event_type: String,
     /// Event time: ms since the Unix epoch, or an RFC 3339 string. The
     /// arrival time when absent (the reply counts those).
@@ -27,7 +36,7 @@ pub struct EventIn {
 }
 
 /// Event time as sent: a number of ms or an RFC 3339 string.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 #[serde(untagged)]
 pub enum EventTime {
     /// Milliseconds since the Unix epoch.
@@ -61,7 +70,7 @@ impl<'de> Deserialize<'de> for EventTime {
 }
 
 /// An event as the log keeps it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Event {
     /// Position in this node's event log (from 1).
     pub offset: u64,
@@ -80,7 +89,7 @@ pub struct Event {
 }
 
 /// Reply to an ingestion (202).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct IngestReply {
     /// New events now in the event log.
     pub accepted: u64,
@@ -99,6 +108,7 @@ pub struct IngestReply {
     pub timestamps_assigned: u64,
     /// Log offsets of the accepted events, first and last.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<u64>>, min_items = 2, max_items = 2)]
     pub offsets: Option<(u64, u64)>,
 }
 
@@ -118,7 +128,7 @@ impl IngestReply {
 }
 
 /// A page of `GET /v1/events`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct EventPage {
     /// Events in log order.
     pub events: Vec<Event>,
@@ -128,7 +138,7 @@ pub struct EventPage {
 }
 
 /// `GET /stats`: what this node ingested.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct IngestStats {
     /// Events in the log.
     pub events: u64,
@@ -136,6 +146,15 @@ pub struct IngestStats {
     pub duplicates: u64,
     /// Events in the log per source.
     pub sources: BTreeMap<String, u64>,
+}
+
+/// Reply to `DELETE /v1/events?older_than=…`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Retention {
+    /// Events deleted.
+    pub deleted: u64,
+    /// Events with an earlier event time (ms since the Unix epoch) went.
+    pub cutoff_ms: u64,
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 /// `GET /health`: the process is alive and serving HTTP.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Health {
     /// Always `ok` when the endpoint answers at all.
     pub status: String,
@@ -18,7 +18,7 @@ pub struct Health {
 }
 
 /// `GET /ready`: whether this node can take work, and if not, why.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Readiness {
     /// True when the store is open, every supervised actor is running and
     /// the node has joined the cluster.
@@ -39,7 +39,7 @@ pub struct Readiness {
 }
 
 /// How a sink is doing.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SinkHealth {
     /// The last write (or connection attempt) succeeded.
     pub up: bool,

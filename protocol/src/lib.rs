@@ -19,14 +19,15 @@ pub mod schedules;
 pub mod tasks;
 pub mod wire;
 
-pub use actors::{ActorNode, ActorStatus, Failure};
+pub use actors::{ActorNode, ActorStatus, Crashed, Failure};
 pub use cluster::{ClusterView, Member, MemberState};
 pub use error::ErrorBody;
-pub use events::{Event, EventIn, EventPage, EventTime, IngestReply, IngestStats};
+pub use events::{Event, EventIn, EventPage, EventTime, IngestReply, IngestStats, Retention};
 pub use health::{Health, Readiness, SinkHealth};
 pub use payload::Payload;
 pub use pipelines::{
-    AggregateOp, AggregateSpec, PipelineSpec, TransformSpec, WindowResult, WindowSpec,
+    AggregateOp, AggregateSpec, Checkpointed, OpenWindows, PipelineSpec, ResultPage, TransformSpec,
+    Watermarks, WindowResult, WindowSpec,
 };
 pub use plugins::{NodePlugins, PluginId, PluginInfo, PluginList, PluginMetrics};
 pub use schedules::{CreateSchedule, ScheduleRecord, ScheduleStatus};

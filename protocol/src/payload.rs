@@ -77,6 +77,22 @@ impl From<Map<String, Value>> for Payload {
     }
 }
 
+/// By hand: the text is any JSON object, which a derive cannot say of a
+/// `RawValue`.
+impl utoipa::PartialSchema for Payload {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::Object)
+            .additional_properties(Some(
+                utoipa::openapi::schema::AdditionalProperties::FreeForm(true),
+            ))
+            .description(Some("Any JSON object."))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Payload {}
+
 impl PartialEq for Payload {
     fn eq(&self, other: &Self) -> bool {
         self.as_str() == other.as_str()

@@ -6,8 +6,15 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 /// A pipeline, from `cluster.toml` (`[[pipelines]]`) or the API.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({
+    "id": "rooms",
+    "event_type": "reading",
+    "key_by": "data.room",
+    "window": {"kind": "tumbling", "size_ms": 60000},
+    "aggregates": [{"op": "count"}, {"op": "avg", "field": "data.celsius"}],
+}))]
 pub struct PipelineSpec {
     /// Unique id.
     pub id: String,
@@ -40,7 +47,7 @@ pub struct PipelineSpec {
 /// events to window in its place — none drops the event, several fan it
 /// out (`json.transform` is one). It must be deterministic: windows are
 /// recomputed from the log after a crash.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TransformSpec {
     /// The plugin (`json.transform`).
@@ -50,11 +57,12 @@ pub struct TransformSpec {
     pub version: Option<String>,
     /// The plugin's settings (`{ filter = "…" }`); `input` is the event's.
     #[serde(default)]
+    #[schema(value_type = Object)]
     pub with: serde_json::Map<String, serde_json::Value>,
 }
 
 /// Window kinds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum WindowSpec {
     /// Fixed, non-overlapping windows of `size_ms`.
@@ -78,7 +86,7 @@ pub enum WindowSpec {
 }
 
 /// One aggregate of a window.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AggregateSpec {
     /// What to compute.
@@ -92,7 +100,7 @@ pub struct AggregateSpec {
 }
 
 /// Aggregate operations.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum AggregateOp {
     /// Events in the window.
@@ -134,7 +142,7 @@ impl AggregateSpec {
 }
 
 /// A closed window's result.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct WindowResult {
     /// The pipeline.
     pub pipeline: String,
@@ -148,4 +156,41 @@ pub struct WindowResult {
     pub events: u64,
     /// Each aggregate by name; absent when no event had the field.
     pub values: BTreeMap<String, f64>,
+}
+
+/// A page of `GET /v1/aggregates`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ResultPage {
+    /// Closed windows in (key, window start) order.
+    pub results: Vec<WindowResult>,
+    /// Pass as `cursor` for the next page; absent on the last one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+/// One pipeline in `GET /v1/windows`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct OpenWindows {
+    /// The pipeline.
+    pub pipeline: String,
+    /// Windows open now.
+    pub open_windows: usize,
+    /// The pipeline's watermark.
+    pub watermark_ms: Option<u64>,
+}
+
+/// One pipeline in `GET /v1/watermarks` (keyed by pipeline id).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Watermarks {
+    /// The pipeline's watermark: the least of its sources'.
+    pub watermark_ms: Option<u64>,
+    /// Per-source watermarks.
+    pub sources: BTreeMap<String, u64>,
+}
+
+/// Reply to `POST /v1/checkpoint`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Checkpointed {
+    /// Log offset each window shard committed, by shard path.
+    pub checkpointed: BTreeMap<String, u64>,
 }

@@ -8,7 +8,9 @@ use serde_json::Value;
 
 /// A plugin name and the version a node runs, written `name@version` in
 /// the gossiped catalogue.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, utoipa::ToSchema,
+)]
 pub struct PluginId {
     /// Plugin (task kind) name.
     pub name: String,
@@ -50,7 +52,7 @@ pub fn decode_catalogue(text: &str) -> Vec<PluginId> {
 }
 
 /// Latency of a plugin's calls, in milliseconds.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LatencyMs {
     /// Mean over every call.
     pub mean: f64,
@@ -63,7 +65,7 @@ pub struct LatencyMs {
 }
 
 /// What a plugin has done on this node since it started.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PluginMetrics {
     /// Calls to `process`.
     pub calls: u64,
@@ -74,7 +76,7 @@ pub struct PluginMetrics {
 }
 
 /// One plugin this node runs.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PluginInfo {
     /// Name: the task `kind` that runs it.
     pub name: String,
@@ -93,7 +95,7 @@ pub struct PluginInfo {
 }
 
 /// The plugins one node runs, as gossiped.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct NodePlugins {
     /// Node id.
     pub node: String,
@@ -104,7 +106,7 @@ pub struct NodePlugins {
 }
 
 /// Reply of `GET /v1/plugins`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PluginList {
     /// The node that answered.
     pub node: String,

@@ -5,8 +5,9 @@ use serde::{Deserialize, Serialize};
 use crate::SubmitTask;
 
 /// Body of `POST /v1/schedules`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"name": "tick", "cron": "*/5 * * * *", "task": {"kind": "echo", "input": {"n": 1}}}))]
 pub struct CreateSchedule {
     /// A label for people; not unique.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -19,7 +20,7 @@ pub struct CreateSchedule {
 }
 
 /// A schedule as stored on each of the nodes that hold it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ScheduleRecord {
     /// Schedule id.
     pub id: String,
@@ -38,7 +39,7 @@ pub struct ScheduleRecord {
 }
 
 /// A schedule as `GET /v1/schedules` shows it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ScheduleStatus {
     /// The schedule.
     #[serde(flatten)]

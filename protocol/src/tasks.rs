@@ -5,7 +5,18 @@ use serde_json::Value;
 
 /// Task priority: critical > high > normal > low.
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Default,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
 )]
 #[serde(rename_all = "snake_case")]
 pub enum Priority {
@@ -22,8 +33,9 @@ pub enum Priority {
 
 /// Body of `POST /v1/tasks`. (`Default` is for building one in code; over
 /// the wire `kind` is still required.)
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"kind": "echo", "input": {"n": 1}, "priority": "high"}))]
 pub struct SubmitTask {
     /// The plugin that runs the task (`sleep`, `echo`, …).
     pub kind: String,
@@ -59,7 +71,7 @@ pub struct SubmitTask {
 }
 
 /// Exponential backoff with full jitter between attempts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Backoff {
     /// Upper bound of the first delay.
@@ -78,7 +90,7 @@ impl Default for Backoff {
 }
 
 /// Body of `PUT /v1/workers`, and reply of `GET /v1/workers`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Workers {
     /// Number of workers in this node's pool.
@@ -86,7 +98,7 @@ pub struct Workers {
 }
 
 /// Reply to an accepted submission (202).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TaskAccepted {
     /// The task's id.
     pub id: String,
@@ -97,7 +109,7 @@ pub struct TaskAccepted {
 }
 
 /// Where a task is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum TaskState {
     /// Accepted and durable, not yet queued (or held until `not_before_ms`).
@@ -131,7 +143,7 @@ impl TaskState {
 }
 
 /// One attempt at running a task.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Attempt {
     /// 1 for the first attempt.
     pub number: u32,
@@ -149,7 +161,7 @@ pub struct Attempt {
 }
 
 /// A task as stored and as served by `GET /v1/tasks/{id}`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TaskRecord {
     /// The task's id.
     pub id: String,
@@ -232,7 +244,7 @@ impl TaskRecord {
 }
 
 /// A page of `GET /v1/tasks`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TaskPage {
     /// Tasks in submission order.
     pub tasks: Vec<TaskRecord>,

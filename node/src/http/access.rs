@@ -18,9 +18,10 @@ use serde::{Deserialize, Serialize};
 use super::{ApiError, AppState};
 use crate::config::{AuthSection, Role, StaticToken};
 
-/// Paths that never need a token: the probes, and the dashboard page
-/// (it holds no data; it asks for a token when its stream needs one).
-const OPEN: &[&str] = &["/", "/health", "/ready", "/metrics"];
+/// Paths that never need a token: the probes, and the dashboard page (it
+/// holds no data; it asks for a token when its stream needs one). The
+/// OpenAPI document reads this too.
+pub(super) const OPEN: &[&str] = &["/", "/health", "/ready", "/metrics"];
 
 /// A JWT's claims.
 #[derive(Debug, Serialize, Deserialize)]

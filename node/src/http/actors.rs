@@ -3,13 +3,13 @@
 
 use std::time::Duration;
 
-use actix_web::{web, HttpResponse};
+use actix_web::{get, post, web, HttpResponse};
 use ractor::rpc::CallResult;
-use serde_json::json;
 use troupe_actors::supervisor::{CrashError, SupervisorMsg};
 use troupe_actors::tree::ROOT;
-use troupe_protocol::ActorNode;
+use troupe_protocol::{ActorNode, Crashed};
 
+use super::openapi::{Conflict, Forbidden, NotFound, Unavailable};
 use super::{ApiError, AppState};
 
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
@@ -21,15 +21,32 @@ pub(super) async fn snapshot(state: &AppState) -> Result<ActorNode, ApiError> {
         .call(SupervisorMsg::Snapshot, Some(CALL_TIMEOUT))
         .await
     {
-        Ok(CallResult::Success(tree)) => Ok(tree),
+        Ok(CallResult::Success(root)) => Ok(root),
         _ => Err(ApiError::unavailable("the supervision tree did not answer")),
     }
 }
 
+#[utoipa::path(
+    tag = "actors",
+    operation_id = "actor_tree",
+    responses((status = 200, description = "The root and its descendants.", body = ActorNode),
+              Unavailable)
+)]
+#[get("/v1/actors")]
 pub(super) async fn tree(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(snapshot(&state).await?))
 }
 
+/// Fault injection: crashes the actor at `path`; its supervisor restarts
+/// it. Only with `--fault-injection` or `[debug] fault_injection`.
+#[utoipa::path(
+    tag = "actors",
+    operation_id = "crash_actor",
+    params(("path" = String, Path, description = "The actor's tree path (`node/ingestor`).")),
+    responses((status = 202, description = "Crashed.", body = Crashed),
+              Forbidden, NotFound, Conflict, Unavailable)
+)]
+#[post("/v1/actors/{path:.+}/crash")]
 pub(super) async fn crash(
     state: web::Data<AppState>,
     path: web::Path<String>,
@@ -60,9 +77,10 @@ pub(super) async fn crash(
         )
         .await;
     match answer {
-        Ok(CallResult::Success(Ok(()))) => {
-            Ok(HttpResponse::Accepted().json(json!({ "path": path, "crashed": true })))
-        }
+        Ok(CallResult::Success(Ok(()))) => Ok(HttpResponse::Accepted().json(Crashed {
+            path,
+            crashed: true,
+        })),
         Ok(CallResult::Success(Err(err @ CrashError::NotFound { .. }))) => {
             Err(ApiError::not_found(err.to_string()))
         }

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use actix_web::{web, HttpResponse};
+use actix_web::{get, web, HttpResponse};
 use ractor::rpc::CallResult;
 use troupe_actors::membership::MembershipMsg;
 use troupe_actors::plugins::PluginRegistryMsg;
@@ -12,6 +12,7 @@ use troupe_actors::tree::{MEMBERSHIP, PLUGINS};
 use troupe_protocol::plugins::{NodePlugins, PluginList};
 use troupe_protocol::{ClusterView, Member, MemberState};
 
+use super::openapi::Unavailable;
 use super::{ApiError, AppState};
 
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
@@ -30,6 +31,13 @@ pub(super) async fn members(state: &AppState) -> Result<Vec<Member>, ApiError> {
     }
 }
 
+/// Every member this node knows of, with its state.
+#[utoipa::path(
+    tag = "cluster",
+    operation_id = "cluster_view",
+    responses((status = 200, description = "The members.", body = ClusterView), Unavailable)
+)]
+#[get("/v1/cluster")]
 pub(super) async fn view(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(ClusterView {
         cluster: state.cluster.to_string(),
@@ -38,6 +46,13 @@ pub(super) async fn view(state: web::Data<AppState>) -> Result<HttpResponse, Api
     }))
 }
 
+/// The plugins this node runs, and which versions every member runs.
+#[utoipa::path(
+    tag = "cluster",
+    operation_id = "plugins",
+    responses((status = 200, description = "The plugins.", body = PluginList), Unavailable)
+)]
+#[get("/v1/plugins")]
 pub(super) async fn plugins(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let registry = state
         .directory

@@ -13,13 +13,26 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use actix_web::{web, HttpResponse};
+use actix_web::{get, web, HttpResponse};
 use futures::future::{join3, try_join_all};
 use troupe_actors::tasks::gauges::LANE_ORDER;
+use troupe_protocol::alerts::AlertsView;
 use troupe_protocol::dashboard::{DashboardSnapshot, InFlightTask, PipelineFigures, PoolFigures};
 use troupe_protocol::TaskState;
 
 use super::{actors, cluster, pipelines, ApiError, AppState};
+
+/// One event of the stream, as its fields arrive (the document's schema
+/// of `text/event-stream`; never built).
+#[derive(utoipa::ToSchema)]
+#[expect(dead_code, reason = "documents the stream's events")]
+struct SnapshotEvent {
+    /// Always `snapshot`.
+    event: String,
+    /// A [`DashboardSnapshot`] as JSON.
+    #[schema(content_media_type = "application/json")]
+    data: String,
+}
 
 /// The page.
 const PAGE: &str = include_str!("dashboard.html");
@@ -30,6 +43,13 @@ const RECENT_ALERTS: usize = 20;
 /// Unfinished tasks listed per state.
 const IN_FLIGHT_PAGE: usize = 100;
 
+/// The dashboard page (HTML; it reads `/v1/dashboard/stream`).
+#[utoipa::path(
+    tag = "dashboard",
+    operation_id = "dashboard_page",
+    responses((status = 200, description = "The page.", body = String, content_type = "text/html"))
+)]
+#[get("/")]
 pub(super) async fn page() -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/html; charset=utf-8")
@@ -37,22 +57,43 @@ pub(super) async fn page() -> HttpResponse {
         .body(PAGE)
 }
 
+/// One snapshot of this node and its view of the cluster.
+#[utoipa::path(
+    tag = "dashboard",
+    operation_id = "dashboard_snapshot",
+    responses((status = 200, description = "The snapshot; sections that could not be read are null, with the reason in `unavailable`.", body = DashboardSnapshot))
+)]
+#[get("/v1/dashboard")]
 pub(super) async fn snapshot(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok().json(take(&state).await)
 }
 
-/// `GET /v1/alerts`: every rule with its firing keys and counts, and the
-/// latest notifications.
+/// Every alert rule with its firing keys and counts, and the latest
+/// notifications.
+#[utoipa::path(
+    tag = "alerts",
+    operation_id = "alerts",
+    responses((status = 200, description = "The rules and the latest notifications.", body = AlertsView))
+)]
+#[get("/v1/alerts")]
 pub(super) async fn alerts(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok().json(state.alerts.view())
 }
 
+/// A snapshot every second, as server-sent events (`event: snapshot`,
+/// `data:` the snapshot's JSON).
+#[utoipa::path(
+    tag = "dashboard",
+    operation_id = "dashboard_stream",
+    responses((status = 200, description = "Server-sent events, one `snapshot` a second.", body = SnapshotEvent, content_type = "text/event-stream"))
+)]
+#[get("/v1/dashboard/stream")]
 pub(super) async fn stream(state: web::Data<AppState>) -> HttpResponse {
     let ticks = tokio::time::interval(PERIOD);
     let events = futures::stream::unfold((state, ticks), |(state, mut ticks)| async move {
         ticks.tick().await;
-        let snapshot = take(&state).await;
-        let frame = match serde_json::to_string(&snapshot) {
+        let taken = take(&state).await;
+        let frame = match serde_json::to_string(&taken) {
             Ok(json) => format!("event: snapshot\ndata: {json}\n\n"),
             Err(e) => format!("event: error\ndata: {e}\n\n"),
         };
@@ -148,7 +189,7 @@ async fn in_flight(state: &AppState) -> Result<Vec<InFlightTask>, ApiError> {
     .await?;
     Ok(pages
         .into_iter()
-        .flat_map(|page| page.tasks)
+        .flat_map(|listed| listed.tasks)
         .map(|t| InFlightTask {
             id: t.id,
             kind: t.kind,

@@ -14,6 +14,8 @@ pub struct ApiError {
     field: Option<String>,
     /// Seconds for `Retry-After` (sent with 429 and 503).
     retry_after_secs: u64,
+    /// The methods for `Allow` (sent with 405).
+    allow: Option<&'static str>,
 }
 
 impl ApiError {
@@ -24,6 +26,7 @@ impl ApiError {
             detail: detail.into(),
             field: None,
             retry_after_secs: 1,
+            allow: None,
         }
     }
 
@@ -48,6 +51,14 @@ impl ApiError {
     /// 404.
     pub fn not_found(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, "not_found", detail)
+    }
+
+    /// 405: the path is served, with the methods in `allow`.
+    pub fn method_not_allowed(detail: impl Into<String>, allow: &'static str) -> Self {
+        Self {
+            allow: Some(allow),
+            ..Self::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", detail)
+        }
     }
 
     /// 401: no credentials, or ones that do not verify.
@@ -122,6 +133,7 @@ impl ApiError {
             detail: body.detail,
             field: body.field,
             retry_after_secs: 1,
+            allow: None,
         }
     }
 }
@@ -139,6 +151,9 @@ impl ResponseError for ApiError {
         ) {
             response.insert_header(("Retry-After", self.retry_after_secs.to_string()));
         }
+        if let Some(allow) = self.allow {
+            response.insert_header(("Allow", allow));
+        }
         if self.status == StatusCode::UNAUTHORIZED {
             response.insert_header(("WWW-Authenticate", "Bearer"));
         }
@@ -146,11 +161,18 @@ impl ResponseError for ApiError {
     }
 }
 
-/// Fallback for unknown routes, with the same body shape as every error.
-pub(super) async fn not_found(req: actix_web::HttpRequest) -> Result<HttpResponse, ApiError> {
-    Err(ApiError::not_found(format!(
-        "no route for {} {}",
-        req.method(),
-        req.path()
-    )))
+/// Fallback for what no handler takes: a 405 naming the methods when the
+/// path is served with others, else a 404; both in the one error shape.
+pub(super) async fn no_route(req: actix_web::HttpRequest) -> Result<HttpResponse, ApiError> {
+    let what = format!("{} {}", req.method(), req.path());
+    match req
+        .match_pattern()
+        .and_then(|pattern| super::openapi::methods_at(&pattern))
+    {
+        Some(allow) => Err(ApiError::method_not_allowed(
+            format!("{what}: this path takes {allow}"),
+            allow,
+        )),
+        None => Err(ApiError::not_found(format!("no route for {what}"))),
+    }
 }

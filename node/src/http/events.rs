@@ -16,16 +16,17 @@ use std::collections::HashMap;
 use std::time::Duration;
 use troupe_protocol::now_ms;
 
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{delete, get, post, web, HttpRequest, HttpResponse};
 use futures::StreamExt;
 use tokio::sync::oneshot;
 use troupe_actors::ingest::{admit, Admitted};
 use troupe_actors::ingestor::IngestorMsg;
 use troupe_actors::store::{EventFilter, StoreError};
 use troupe_actors::tree::INGESTOR;
-use troupe_protocol::{EventIn, EventPage, IngestReply};
+use troupe_protocol::{Event, EventIn, EventPage, IngestReply, IngestStats, Retention};
 
 use super::json::{parse, read_body};
+use super::openapi::{BodyErrors, OneOrMany, PageQuery, QueryErrors, Saturated, Unavailable};
 use super::{
     ndjson_pages, offset_cursor, page_limit, store_work, wants_ndjson, ApiError, AppState,
 };
@@ -273,6 +274,20 @@ fn is_ndjson(req: &HttpRequest) -> bool {
         .is_some_and(|v| v.starts_with("application/x-ndjson"))
 }
 
+/// Ingests one event, a JSON array of events (all or nothing), or an
+/// NDJSON stream (`Content-Type: application/x-ndjson`, one event a line;
+/// a bad line ends the request and the events before it are kept).
+#[utoipa::path(
+    tag = "events",
+    operation_id = "ingest_events",
+    request_body(content(
+        (OneOrMany<EventIn> = "application/json"),
+        (EventIn = "application/x-ndjson"),
+    )),
+    responses((status = 202, description = "Written and flushed.", body = IngestReply),
+              BodyErrors, Saturated, Unavailable)
+)]
+#[post("/v1/events")]
 pub(super) async fn ingest(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -284,6 +299,15 @@ pub(super) async fn ingest(
     document(&state, payload, Shape::Either).await
 }
 
+/// Ingests one event (a webhook's body).
+#[utoipa::path(
+    tag = "events",
+    operation_id = "webhook_ingest",
+    request_body = EventIn,
+    responses((status = 202, description = "Written and flushed.", body = IngestReply),
+              BodyErrors, Saturated, Unavailable)
+)]
+#[post("/webhook/ingest")]
 pub(super) async fn webhook_one(
     state: web::Data<AppState>,
     payload: web::Payload,
@@ -291,6 +315,15 @@ pub(super) async fn webhook_one(
     document(&state, payload, Shape::One).await
 }
 
+/// Ingests a JSON array of events, all or nothing.
+#[utoipa::path(
+    tag = "events",
+    operation_id = "webhook_batch",
+    request_body = Vec<EventIn>,
+    responses((status = 202, description = "Written and flushed.", body = IngestReply),
+              BodyErrors, Saturated, Unavailable)
+)]
+#[post("/webhook/batch")]
 pub(super) async fn webhook_batch(
     state: web::Data<AppState>,
     payload: web::Payload,
@@ -321,6 +354,15 @@ fn duration(field: &str, value: &str) -> Result<u64, ApiError> {
 }
 
 /// `DELETE /v1/events?older_than=30d`: retention by event time.
+#[utoipa::path(
+    tag = "events",
+    operation_id = "retain_events",
+    params(("older_than" = String, Query, pattern = "^[0-9]+(ms|s|m|h|d)$",
+            description = "Deletes events older than this: `30d`, `12h`, `15m`, `45s`, `500ms`.")),
+    responses((status = 200, description = "Deleted.", body = Retention),
+              QueryErrors, Unavailable)
+)]
+#[delete("/v1/events")]
 pub(super) async fn retain(
     state: web::Data<AppState>,
     query: web::Query<HashMap<String, String>>,
@@ -338,9 +380,19 @@ pub(super) async fn retain(
         .await?
         .map_err(|e| ApiError::unavailable(e.to_string()))?;
     flush(&state).await?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({"deleted": deleted, "cutoff_ms": cutoff})))
+    Ok(HttpResponse::Ok().json(Retention {
+        deleted,
+        cutoff_ms: cutoff,
+    }))
 }
 
+/// What this node ingested.
+#[utoipa::path(
+    tag = "events",
+    operation_id = "ingest_stats",
+    responses((status = 200, description = "Counts.", body = IngestStats), Unavailable)
+)]
+#[get("/stats")]
 pub(super) async fn stats(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let stats = ask(&state, IngestorMsg::Stats)
         .await?
@@ -361,6 +413,26 @@ pub(super) fn time_bound(field: &str, value: &str) -> Result<u64, ApiError> {
         .ok_or_else(|| ApiError::invalid(field, "must be ms since the Unix epoch or RFC 3339"))
 }
 
+/// A page of this node's event log; with `Accept: application/x-ndjson`,
+/// everything from the cursor on, one event a line.
+#[utoipa::path(
+    tag = "events",
+    operation_id = "list_events",
+    params(
+        ("source" = Option<String>, Query, description = "Only events from this source."),
+        ("from" = Option<String>, Query, description = "Event time at or after: ms since the Unix epoch or RFC 3339."),
+        ("to" = Option<String>, Query, description = "Event time before: ms since the Unix epoch or RFC 3339."),
+        PageQuery,
+    ),
+    responses(
+        (status = 200, description = "A page, or an NDJSON stream of events.", content(
+            (EventPage = "application/json"),
+            (Event = "application/x-ndjson"),
+        )),
+        QueryErrors, Unavailable,
+    )
+)]
+#[get("/v1/events")]
 pub(super) async fn list(
     state: web::Data<AppState>,
     req: HttpRequest,

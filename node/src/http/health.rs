@@ -1,6 +1,6 @@
 //! `GET /health`, `GET /ready` and `GET /metrics`.
 
-use actix_web::{web, HttpResponse};
+use actix_web::{get, web, HttpResponse};
 use troupe_actors::supervisor::SupervisorMsg;
 use troupe_protocol::{ActorNode, ActorStatus, Health, Readiness};
 
@@ -9,6 +9,13 @@ use super::AppState;
 /// How long `/ready` waits for the supervision tree to answer.
 const TREE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// Liveness: the process answers.
+#[utoipa::path(
+    tag = "probes",
+    operation_id = "health",
+    responses((status = 200, description = "The node is up.", body = Health))
+)]
+#[get("/health")]
 pub(super) async fn health(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok().json(Health {
         status: "ok".into(),
@@ -28,6 +35,17 @@ fn not_running(node: &ActorNode, out: &mut Vec<String>) {
     }
 }
 
+/// Readiness: the store is open, every supervised actor runs and the node
+/// has joined the cluster.
+#[utoipa::path(
+    tag = "probes",
+    operation_id = "ready",
+    responses(
+        (status = 200, description = "Ready.", body = Readiness),
+        (status = 503, description = "Not ready; the body says what is missing.", body = Readiness),
+    )
+)]
+#[get("/ready")]
 pub(super) async fn ready(state: web::Data<AppState>) -> HttpResponse {
     let store = state.storage.check().is_ok();
     let mut down = Vec::new();
@@ -58,6 +76,14 @@ pub(super) async fn ready(state: web::Data<AppState>) -> HttpResponse {
     }
 }
 
+/// Prometheus metrics.
+#[utoipa::path(
+    tag = "probes",
+    operation_id = "metrics",
+    responses((status = 200, description = "Prometheus text exposition format.",
+               body = String, content_type = "text/plain"))
+)]
+#[get("/metrics")]
 pub(super) async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")

@@ -20,9 +20,6 @@ use crate::config::LimitsSection;
 /// Clients remembered before those not seen lately are forgotten.
 const CLIENTS_KEPT: usize = 10_000;
 
-/// Paths never limited.
-const PROBES: &[&str] = &["/health", "/ready", "/metrics"];
-
 /// The node's per-client limiter.
 pub struct ClientLimits {
     limiter: DefaultKeyedRateLimiter<IpAddr>,
@@ -74,7 +71,7 @@ where
     let refused = req
         .app_data::<web::Data<AppState>>()
         .and_then(|state| state.limits.as_ref())
-        .filter(|_| !PROBES.contains(&req.path()))
+        .filter(|_| !super::PROBES.contains(&req.path()))
         .zip(req.peer_addr())
         .and_then(|(limits, peer)| limits.admit(peer.ip()).err());
     if refused.is_some() {

@@ -7,16 +7,18 @@ use std::sync::Arc;
 use std::time::Duration;
 use troupe_actors::transform::EventTransform;
 
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{get, post, web, HttpRequest, HttpResponse};
 use ractor::rpc::CallResult;
-use serde_json::json;
 use troupe_actors::shard::{shard_of, PipelineStatus, ShardMsg};
 use troupe_actors::store::ResultFilter;
 use troupe_actors::tree::shard_path;
-use troupe_protocol::PipelineSpec;
+use troupe_protocol::{
+    Checkpointed, EventPage, OpenWindows, PipelineSpec, ResultPage, Watermarks, WindowResult,
+};
 
 use super::events::time_bound;
 use super::json::{parse, read_body, MAX_BODY};
+use super::openapi::{BodyErrors, Conflict, NotFound, PageQuery, QueryErrors, Unavailable};
 use super::{
     ndjson_pages, offset_cursor, page_limit, store_work, wants_ndjson, ApiError, AppState,
 };
@@ -54,6 +56,13 @@ pub(super) async fn statuses(state: &AppState) -> Result<Vec<PipelineStatus>, Ap
 
 /// `POST /v1/checkpoint`: every shard processes the log to its end and
 /// commits; then the store is flushed. Answers each shard's offset.
+#[utoipa::path(
+    tag = "pipelines",
+    operation_id = "checkpoint",
+    responses((status = 200, description = "Each shard's committed offset.", body = Checkpointed),
+              Unavailable)
+)]
+#[post("/v1/checkpoint")]
 pub(super) async fn checkpoint(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let mut offsets = BTreeMap::new();
     for k in 0..state.shards {
@@ -63,12 +72,24 @@ pub(super) async fn checkpoint(state: web::Data<AppState>) -> Result<HttpRespons
         offsets.insert(shard_path(k), offset);
     }
     flush(&state).await?;
-    Ok(HttpResponse::Ok().json(json!({"checkpointed": offsets})))
+    Ok(HttpResponse::Ok().json(Checkpointed {
+        checkpointed: offsets,
+    }))
 }
 
 /// `POST /v1/pipelines[?start_from=earliest|latest]`: runs a new pipeline
 /// on this node, over the retained log (`earliest`, the default) or over
 /// events from now on; it survives restarts like one from the config.
+#[utoipa::path(
+    tag = "pipelines",
+    operation_id = "create_pipeline",
+    params(("start_from" = Option<String>, Query,
+            description = "`earliest` (the default: the retained log) or `latest` (events from now on).")),
+    request_body = PipelineSpec,
+    responses((status = 201, description = "Running.", body = PipelineStatus),
+              BodyErrors, QueryErrors, Conflict, Unavailable)
+)]
+#[post("/v1/pipelines")]
 pub(super) async fn create(
     state: web::Data<AppState>,
     query: web::Query<HashMap<String, String>>,
@@ -123,6 +144,15 @@ async fn set_running(
     Ok(HttpResponse::Ok().json(status))
 }
 
+/// Resumes a stopped pipeline.
+#[utoipa::path(
+    tag = "pipelines",
+    operation_id = "start_pipeline",
+    params(("id" = String, Path, description = "The pipeline's id.")),
+    responses((status = 200, description = "Running.", body = PipelineStatus),
+              NotFound, Unavailable)
+)]
+#[post("/v1/pipelines/{id}/start")]
 pub(super) async fn start(
     state: web::Data<AppState>,
     id: web::Path<String>,
@@ -130,6 +160,15 @@ pub(super) async fn start(
     set_running(&state, id.into_inner(), true).await
 }
 
+/// Pauses a pipeline: it takes no events until started.
+#[utoipa::path(
+    tag = "pipelines",
+    operation_id = "stop_pipeline",
+    params(("id" = String, Path, description = "The pipeline's id.")),
+    responses((status = 200, description = "Stopped.", body = PipelineStatus),
+              NotFound, Unavailable)
+)]
+#[post("/v1/pipelines/{id}/stop")]
 pub(super) async fn stop(
     state: web::Data<AppState>,
     id: web::Path<String>,
@@ -137,6 +176,15 @@ pub(super) async fn stop(
     set_running(&state, id.into_inner(), false).await
 }
 
+/// One pipeline's state and counts.
+#[utoipa::path(
+    tag = "pipelines",
+    operation_id = "pipeline_stats",
+    params(("id" = String, Path, description = "The pipeline's id.")),
+    responses((status = 200, description = "The pipeline.", body = PipelineStatus),
+              NotFound, Unavailable)
+)]
+#[get("/v1/pipelines/{id}/stats")]
 pub(super) async fn stats(
     state: web::Data<AppState>,
     id: web::Path<String>,
@@ -150,33 +198,87 @@ pub(super) async fn stats(
         .ok_or_else(|| ApiError::not_found(format!("no pipeline {id}")))
 }
 
+/// The pipelines this node runs.
+#[utoipa::path(
+    tag = "pipelines",
+    operation_id = "list_pipelines",
+    responses((status = 200, description = "The pipelines.", body = Vec<PipelineStatus>),
+              Unavailable)
+)]
+#[get("/v1/pipelines")]
 pub(super) async fn list(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(statuses(&state).await?))
 }
 
-pub(super) async fn windows(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+/// Open windows per pipeline.
+#[utoipa::path(
+    tag = "pipelines",
+    operation_id = "open_windows",
+    responses((status = 200, description = "Per pipeline.", body = Vec<OpenWindows>),
+              Unavailable)
+)]
+#[get("/v1/windows")]
+pub(super) async fn open_windows(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let open: Vec<_> = statuses(&state)
         .await?
         .into_iter()
-        .map(|s| json!({"pipeline": s.spec.id, "open_windows": s.open_windows, "watermark_ms": s.watermark_ms}))
+        .map(|s| OpenWindows {
+            pipeline: s.spec.id,
+            open_windows: s.open_windows,
+            watermark_ms: s.watermark_ms,
+        })
         .collect();
     Ok(HttpResponse::Ok().json(open))
 }
 
+/// Watermarks per pipeline, keyed by pipeline id.
+#[utoipa::path(
+    tag = "pipelines",
+    operation_id = "watermarks",
+    responses((status = 200, description = "By pipeline id.", body = BTreeMap<String, Watermarks>),
+              Unavailable)
+)]
+#[get("/v1/watermarks")]
 pub(super) async fn watermarks(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let marks: BTreeMap<String, _> = statuses(&state)
+    let marks: BTreeMap<String, Watermarks> = statuses(&state)
         .await?
         .into_iter()
         .map(|s| {
             (
                 s.spec.id,
-                json!({"watermark_ms": s.watermark_ms, "sources": s.source_watermarks}),
+                Watermarks {
+                    watermark_ms: s.watermark_ms,
+                    sources: s.source_watermarks,
+                },
             )
         })
         .collect();
     Ok(HttpResponse::Ok().json(marks))
 }
 
+/// Closed windows of a pipeline, paged; with `Accept: application/x-ndjson`,
+/// everything from the cursor on, one result a line.
+#[utoipa::path(
+    tag = "pipelines",
+    operation_id = "aggregates",
+    params(
+        ("pipeline" = String, Query, description = "The pipeline."),
+        ("key" = Option<String>, Query, description = "Only this key."),
+        ("from" = Option<String>, Query, description = "Windows starting at or after: ms since the Unix epoch or RFC 3339."),
+        ("to" = Option<String>, Query, description = "Windows starting before: ms since the Unix epoch or RFC 3339."),
+        PageQuery,
+        ("source" = Option<String>, Query,
+         description = "`store` (the default) or `postgres` (the results table, when configured)."),
+    ),
+    responses(
+        (status = 200, description = "A page, or an NDJSON stream of results.", content(
+            (ResultPage = "application/json"),
+            (WindowResult = "application/x-ndjson"),
+        )),
+        QueryErrors, Unavailable,
+    )
+)]
+#[get("/v1/aggregates")]
 pub(super) async fn aggregates(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -219,7 +321,10 @@ pub(super) async fn aggregates(
         }));
     }
     let (results, next_cursor) = page(filter, cursor, limit).await?;
-    Ok(HttpResponse::Ok().json(json!({"results": results, "next_cursor": next_cursor})))
+    Ok(HttpResponse::Ok().json(ResultPage {
+        results,
+        next_cursor,
+    }))
 }
 
 /// Reads a page of results (filter, cursor, limit) from the node's store
@@ -264,6 +369,17 @@ fn results_reader(state: &AppState, from_postgres: bool) -> Result<ResultPages, 
     }))
 }
 
+/// A pipeline's late events (past every window they belonged to), paged.
+#[utoipa::path(
+    tag = "pipelines",
+    operation_id = "late_events",
+    params(
+        ("id" = String, Path, description = "The pipeline's id."),
+        PageQuery,
+    ),
+    responses((status = 200, description = "A page.", body = EventPage), QueryErrors, Unavailable)
+)]
+#[get("/v1/pipelines/{id}/late")]
 pub(super) async fn late(
     state: web::Data<AppState>,
     id: web::Path<String>,
@@ -281,8 +397,10 @@ pub(super) async fn late(
     }
     let store = Arc::clone(&state.windows);
     let (events, next_cursor) = store_work(move || store.late(&pipeline, after, limit)).await?;
-    Ok(HttpResponse::Ok()
-        .json(json!({"events": events, "next_cursor": next_cursor.map(|c| c.to_string())})))
+    Ok(HttpResponse::Ok().json(EventPage {
+        events,
+        next_cursor: next_cursor.map(|c| c.to_string()),
+    }))
 }
 
 /// Makes the shards' commits (checkpoints, pipeline changes) durable.

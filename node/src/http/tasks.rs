@@ -3,13 +3,28 @@
 
 use std::collections::HashMap;
 
-use actix_web::{web, HttpResponse};
+use actix_web::{delete, get, post, put, web, HttpResponse};
 use troupe_actors::scheduler::{SchedulerMsg, MAX_PAGE};
-use troupe_protocol::{SubmitTask, TaskState, Workers};
+use troupe_protocol::{SubmitTask, TaskAccepted, TaskPage, TaskRecord, TaskState, Workers};
 
 use super::json::{parse, read_body, MAX_BODY};
+use super::openapi::{
+    BodyErrors, Conflict, NotFound, OneOrMany, PageQuery, QueryErrors, Unavailable,
+};
 use super::{page_limit, ApiError, AppState};
 
+/// Submits one task, or an array of them (all or nothing).
+#[utoipa::path(
+    tag = "tasks",
+    operation_id = "submit_tasks",
+    request_body(content = OneOrMany<SubmitTask>, description = "One task or an array of tasks."),
+    responses(
+        (status = 202, description = "Accepted: one answer per task, an array for an array.",
+         body = OneOrMany<TaskAccepted>),
+        BodyErrors, NotFound, Conflict, Unavailable,
+    )
+)]
+#[post("/v1/tasks")]
 pub(super) async fn submit(
     state: web::Data<AppState>,
     payload: web::Payload,
@@ -38,6 +53,17 @@ pub(super) async fn submit(
 /// Default page size of `GET /v1/tasks`.
 const DEFAULT_PAGE: usize = 100;
 
+/// A page of tasks across the cluster, in submission order.
+#[utoipa::path(
+    tag = "tasks",
+    operation_id = "list_tasks",
+    params(
+        ("state" = Option<TaskState>, Query, description = "Only tasks in this state."),
+        PageQuery,
+    ),
+    responses((status = 200, description = "A page.", body = TaskPage), QueryErrors, Unavailable)
+)]
+#[get("/v1/tasks")]
 pub(super) async fn list(
     state: web::Data<AppState>,
     query: web::Query<HashMap<String, String>>,
@@ -64,6 +90,15 @@ pub(super) async fn list(
     Ok(HttpResponse::Ok().json(page))
 }
 
+/// One task, from its owner.
+#[utoipa::path(
+    tag = "tasks",
+    operation_id = "get_task",
+    params(("id" = String, Path, description = "The task's id.")),
+    responses((status = 200, description = "The task.", body = TaskRecord),
+              NotFound, Unavailable)
+)]
+#[get("/v1/tasks/{id}")]
 pub(super) async fn get(
     state: web::Data<AppState>,
     id: web::Path<String>,
@@ -77,6 +112,15 @@ pub(super) async fn get(
         .ok_or_else(|| ApiError::not_found(format!("no task {id}")))
 }
 
+/// Cancels a task that has not finished.
+#[utoipa::path(
+    tag = "tasks",
+    operation_id = "cancel_task",
+    params(("id" = String, Path, description = "The task's id.")),
+    responses((status = 200, description = "Cancelled.", body = TaskRecord),
+              NotFound, Conflict, Unavailable)
+)]
+#[delete("/v1/tasks/{id}")]
 pub(super) async fn cancel(
     state: web::Data<AppState>,
     id: web::Path<String>,
@@ -85,11 +129,27 @@ pub(super) async fn cancel(
     Ok(HttpResponse::Ok().json(record))
 }
 
+/// This node's task worker count.
+#[utoipa::path(
+    tag = "tasks",
+    operation_id = "get_workers",
+    responses((status = 200, description = "Workers.", body = Workers), Unavailable)
+)]
+#[get("/v1/workers")]
 pub(super) async fn workers(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let count = state.router.ask(SchedulerMsg::Workers).await?;
     Ok(HttpResponse::Ok().json(Workers { count }))
 }
 
+/// Sets this node's task worker count.
+#[utoipa::path(
+    tag = "tasks",
+    operation_id = "set_workers",
+    request_body = Workers,
+    responses((status = 200, description = "The new count.", body = Workers),
+              BodyErrors, Unavailable)
+)]
+#[put("/v1/workers")]
 pub(super) async fn resize(
     state: web::Data<AppState>,
     payload: web::Payload,

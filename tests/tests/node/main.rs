@@ -9,6 +9,7 @@ mod cluster_up;
 mod durability;
 mod events;
 mod limits;
+mod openapi;
 mod plugins;
 mod postgres;
 mod supervision;
