@@ -8,16 +8,20 @@
 //! (a key with no events for a while) starts the run again: no evidence is
 //! not a breach.
 //!
-//! Notifications go to the rule's webhook (off the actor, with retries, so
-//! a slow receiver never holds up evaluation) and to the [`AlertBoard`],
-//! which `GET /v1/alerts` and the dashboard read. After a delivered firing,
-//! the rule's `suppress_minutes` of wall-clock time hold back further
-//! firings of that key — recorded on the board as suppressed, not
-//! delivered; a resolution is delivered when the firing it ends was.
+//! Notifications go to the [`AlertBoard`], which `GET /v1/alerts` and the
+//! dashboard read, and to the rule's webhook, through one queue per URL
+//! (so a receiver gets a key's firing before its resolution, and a slow
+//! one never holds up evaluation). After a firing is notified, the rule's
+//! `suppress_minutes` of wall-clock time hold back further firings of that
+//! key: they are on the board, marked suppressed, and not sent; a
+//! resolution is sent when the firing it ends was.
 //!
-//! What a restart loses: runs in progress and which keys are firing (they
-//! are rebuilt from the next windows); the board keeps its history, as it
-//! lives outside the actor.
+//! What a restart loses: runs in progress, which keys are firing and when
+//! each was last notified (rebuilt from the next windows, so a key still
+//! breaching fires again once its run is long enough); the board keeps its
+//! history, as it lives outside the actor. Keys with nothing in progress
+//! and nothing to suppress are forgotten, so memory follows the keys that
+//! matter now, not every key ever seen.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -27,6 +31,7 @@ use troupe_protocol::now_ms;
 use futures::future::BoxFuture;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use troupe_protocol::alerts::{
     AlertEvent, AlertLevel, AlertRule, AlertState, AlertsView, RuleStatus,
@@ -267,6 +272,59 @@ impl AlertBoard {
 /// Delivers a notification to a webhook URL; answers whether it arrived.
 pub type Deliver = Arc<dyn Fn(String, AlertEvent) -> BoxFuture<'static, bool> + Send + Sync>;
 
+/// Notifications waiting for one webhook; more are counted as failed.
+const QUEUE: usize = 1_024;
+
+/// Webhook deliveries: one ordered queue per URL, each drained by its own
+/// task, so one slow receiver holds up only its own notifications. It
+/// outlives the alerts actor's restarts.
+pub struct Outbox {
+    deliver: Deliver,
+    board: Arc<AlertBoard>,
+    queues: Mutex<HashMap<String, mpsc::Sender<AlertEvent>>>,
+}
+
+impl Outbox {
+    /// Delivers with `deliver`; failures are counted on `board`.
+    pub fn new(deliver: Deliver, board: Arc<AlertBoard>) -> Arc<Self> {
+        Arc::new(Self {
+            deliver,
+            board,
+            queues: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Queues `event` for `url` (call from within the runtime).
+    fn send(&self, url: &str, event: AlertEvent) {
+        let mut queues = self.queues.lock().unwrap_or_else(|e| e.into_inner());
+        let queue = queues.entry(url.to_owned()).or_insert_with(|| {
+            let (sender, mut queued) = mpsc::channel::<AlertEvent>(QUEUE);
+            let (deliver, board, url) = (
+                Arc::clone(&self.deliver),
+                Arc::clone(&self.board),
+                url.to_owned(),
+            );
+            tokio::spawn(async move {
+                while let Some(event) = queued.recv().await {
+                    let rule = event.rule.clone();
+                    if !deliver(url.clone(), event).await {
+                        board.delivery_failed(&rule);
+                    }
+                }
+            });
+            sender
+        });
+        if let Err(refused) = queue.try_send(event) {
+            let event = match refused {
+                mpsc::error::TrySendError::Full(event)
+                | mpsc::error::TrySendError::Closed(event) => event,
+            };
+            tracing::warn!(rule = %event.rule, %url, "alert webhook queue is full; notification dropped");
+            self.board.delivery_failed(&event.rule);
+        }
+    }
+}
+
 /// A key's run of windows under one rule.
 #[derive(Debug, Default)]
 struct Run {
@@ -274,10 +332,60 @@ struct Run {
     since_ms: Option<u64>,
     /// End of the last window seen.
     last_end_ms: Option<u64>,
-    /// Firing now, and whether that firing was delivered.
+    /// Firing now, and whether that firing was notified (not suppressed).
     firing: Option<bool>,
-    /// When a firing of this key was last delivered.
-    delivered_at: Option<Instant>,
+    /// When a firing of this key was last notified.
+    notified_at: Option<Instant>,
+}
+
+impl Run {
+    /// Takes the next window of the key; answers a firing or resolution
+    /// (state, start of the run or of the deciding window, suppressed).
+    fn step(
+        &mut self,
+        condition: &Condition,
+        window: &WindowResult,
+        value: f64,
+        now: Instant,
+        quiet: Duration,
+    ) -> Option<(AlertState, u64, bool)> {
+        // Tumbling windows follow on, sliding ones overlap; a later start
+        // is a gap (no events), which ends the run.
+        let follows = self
+            .last_end_ms
+            .is_some_and(|end| window.window_start_ms <= end);
+        self.last_end_ms = Some(window.window_end_ms);
+        if !condition.holds(value) {
+            self.since_ms = None;
+            let notified = self.firing.take()?;
+            return Some((AlertState::Resolved, window.window_start_ms, !notified));
+        }
+        let since = match self.since_ms {
+            Some(since) if follows => since,
+            _ => window.window_start_ms,
+        };
+        self.since_ms = Some(since);
+        if self.firing.is_some() || window.window_end_ms.saturating_sub(since) < condition.for_ms {
+            return None;
+        }
+        let suppressed = self
+            .notified_at
+            .is_some_and(|at| now.duration_since(at) < quiet);
+        if !suppressed {
+            self.notified_at = Some(now);
+        }
+        self.firing = Some(!suppressed);
+        Some((AlertState::Firing, since, suppressed))
+    }
+
+    /// No run in progress, not firing, and nothing left to suppress.
+    fn idle(&self, now: Instant, quiet: Duration) -> bool {
+        self.since_ms.is_none()
+            && self.firing.is_none()
+            && self
+                .notified_at
+                .is_none_or(|at| now.duration_since(at) >= quiet)
+    }
 }
 
 /// The rules' evaluation, apart from the actor so it can be tested alone.
@@ -316,52 +424,42 @@ impl Evaluator {
             let Some(&value) = result.values.get(condition.aggregate()) else {
                 continue;
             };
-            let run = self.runs.entry((index, result.key.clone())).or_default();
-            let contiguous = run.last_end_ms == Some(result.window_start_ms);
-            run.last_end_ms = Some(result.window_end_ms);
-            let event = |state, since_ms, suppressed| AlertEvent {
-                rule: rule.name.clone(),
-                level: rule.level,
-                state,
-                node: self.node.clone(),
-                pipeline: result.pipeline.clone(),
-                key: result.key.clone(),
-                when: rule.when.clone(),
-                value,
-                since_ms,
-                window_end_ms: result.window_end_ms,
-                at_ms: now_ms(),
-                suppressed,
-            };
-            if !condition.holds(value) {
-                run.since_ms = None;
-                if let Some(delivered) = run.firing.take() {
-                    raised.push((
-                        index,
-                        event(AlertState::Resolved, result.window_start_ms, !delivered),
-                    ));
-                }
-                continue;
-            }
-            let since = match run.since_ms {
-                Some(since) if contiguous => since,
-                _ => result.window_start_ms,
-            };
-            run.since_ms = Some(since);
-            if run.firing.is_some() || result.window_end_ms - since < condition.for_ms {
-                continue;
-            }
             let quiet = Duration::from_secs(rule.suppress_minutes.saturating_mul(60));
-            let suppressed = run
-                .delivered_at
-                .is_some_and(|at| now.duration_since(at) < quiet);
-            if !suppressed {
-                run.delivered_at = Some(now);
+            let slot = (index, result.key.clone());
+            let run = self.runs.entry(slot.clone()).or_default();
+            let change = run.step(condition, result, value, now, quiet);
+            if run.idle(now, quiet) {
+                // Nothing in progress, nothing to suppress: forget the key,
+                // so keys that come and go do not pile up.
+                self.runs.remove(&slot);
             }
-            run.firing = Some(!suppressed);
-            raised.push((index, event(AlertState::Firing, since, suppressed)));
+            let Some((state, since_ms, suppressed)) = change else {
+                continue;
+            };
+            raised.push((
+                index,
+                AlertEvent {
+                    rule: rule.name.clone(),
+                    level: rule.level,
+                    state,
+                    node: self.node.clone(),
+                    pipeline: result.pipeline.clone(),
+                    key: result.key.clone(),
+                    when: rule.when.clone(),
+                    value,
+                    since_ms,
+                    window_end_ms: result.window_end_ms,
+                    at_ms: now_ms(),
+                    suppressed,
+                },
+            ));
         }
         raised
+    }
+
+    /// Keys tracked now, over all rules.
+    pub fn tracked(&self) -> usize {
+        self.runs.len()
     }
 
     fn rule(&self, index: usize) -> Option<&AlertRule> {
@@ -393,13 +491,23 @@ pub struct Alerts {
     /// What has been raised.
     pub board: Arc<AlertBoard>,
     /// Webhook delivery.
-    pub deliver: Deliver,
+    pub outbox: Arc<Outbox>,
 }
 
 /// The actor's state: the evaluation and the task feeding it.
 pub struct AlertsState {
     evaluator: Evaluator,
-    feed: JoinHandle<()>,
+    _feed: AbortOnDrop,
+}
+
+/// Ends the feeding task with the state, also when the actor panics
+/// (ractor runs `post_stop` only on a clean stop).
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 impl Actor for Alerts {
@@ -427,16 +535,10 @@ impl Actor for Alerts {
                 }
             }
         });
-        Ok(AlertsState { evaluator, feed })
-    }
-
-    async fn post_stop(
-        &self,
-        _myself: ActorRef<Self::Msg>,
-        state: &mut Self::State,
-    ) -> Result<(), ActorProcessingErr> {
-        state.feed.abort();
-        Ok(())
+        Ok(AlertsState {
+            evaluator,
+            _feed: AbortOnDrop(feed),
+        })
     }
 
     async fn handle(
@@ -483,15 +585,9 @@ impl Alerts {
             value = event.value, suppressed = event.suppressed, "alert"
         );
         self.board.record(index, &event);
-        let webhook = evaluator.rule(index).and_then(|r| r.webhook.clone());
+        let webhook = evaluator.rule(index).and_then(|r| r.webhook.as_deref());
         if let (Some(url), false) = (webhook, event.suppressed) {
-            let (deliver, board) = (Arc::clone(&self.deliver), Arc::clone(&self.board));
-            let rule = event.rule.clone();
-            tokio::spawn(async move {
-                if !deliver(url, event).await {
-                    board.delivery_failed(&rule);
-                }
-            });
+            self.outbox.send(url, event);
         }
     }
 }
@@ -609,7 +705,7 @@ mod tests {
         // Still hot: already firing, nothing new; another key is apart.
         assert!(states("s1", 6, 40.0, t).is_empty());
         assert!(states("s2", 6, 40.0, t).is_empty());
-        // Cool: resolved, delivered like its firing.
+        // Cool: resolved, notified like its firing.
         assert_eq!(
             states("s1", 7, 25.0, t),
             [(AlertState::Resolved, 7000, false)]
@@ -627,7 +723,7 @@ mod tests {
             states("s1", 11, 1.0, later),
             [(AlertState::Resolved, 11_000, true)]
         );
-        // After the suppression minutes, delivered again.
+        // After the suppression minutes, notified again.
         let much_later = Duration::from_secs(11 * 60);
         for second in 12..14 {
             assert!(states("s1", second, 31.0, much_later).is_empty());
@@ -652,6 +748,42 @@ mod tests {
         // No window for second 1: seconds 2 and 3 are a new run.
         assert!(!fired(2, 31.0));
         assert!(fired(3, 31.0));
+    }
+
+    #[test]
+    fn overlapping_sliding_windows_continue_a_run() {
+        let mut evaluator =
+            Evaluator::new("n1", &[rule("avg(data.temperature) > 30 for 3s")]).expect("valid");
+        let now = Instant::now();
+        // Windows of 2 s sliding by 1 s: [0, 2), [1, 3) … — one run.
+        let mut fired = |second: u64| {
+            let mut w = window("s1", second, 31.0);
+            w.window_end_ms = w.window_start_ms + 2_000;
+            !evaluator.observe(&w, now).is_empty()
+        };
+        assert!(!fired(0));
+        assert!(fired(1), "[0, 3 s) has held for 3 s");
+    }
+
+    #[test]
+    fn keys_with_nothing_in_progress_or_to_suppress_are_forgotten() {
+        let mut evaluator =
+            Evaluator::new("n1", &[rule("avg(data.temperature) > 30")]).expect("valid");
+        let now = Instant::now();
+        for key in 0..1_000 {
+            evaluator.observe(&window(&format!("cool-{key}"), 0, 20.0), now);
+        }
+        assert_eq!(evaluator.tracked(), 0, "cool keys leave nothing behind");
+        assert_eq!(evaluator.observe(&window("hot", 0, 31.0), now).len(), 1);
+        assert_eq!(evaluator.observe(&window("hot", 1, 20.0), now).len(), 1);
+        assert_eq!(
+            evaluator.tracked(),
+            1,
+            "resolved, but its repeats are still suppressed"
+        );
+        let later = now + Duration::from_secs(11 * 60);
+        assert!(evaluator.observe(&window("hot", 2, 20.0), later).is_empty());
+        assert_eq!(evaluator.tracked(), 0);
     }
 
     #[test]

@@ -80,6 +80,8 @@ pub struct AppState {
     pub results: Arc<troupe_actors::results::ResultsFeed>,
     /// What the alert rules raised.
     pub alerts: Arc<troupe_actors::alerts::AlertBoard>,
+    /// Cancelled when the node shuts down; ends streaming responses.
+    pub stopping: tokio_util::sync::CancellationToken,
 }
 
 /// The `limit` query parameter of a paged listing: 1 to `max`.

@@ -14,7 +14,7 @@ use anyhow::Context;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-use troupe_actors::alerts::{AlertBoard, Alerts};
+use troupe_actors::alerts::{AlertBoard, Alerts, Outbox};
 use troupe_actors::membership::{
     Membership, MembershipMsg, StatsProbe, KEY_HTTP, KEY_LOAD, KEY_PLUGINS, KEY_QUEUE_DEPTH,
     KEY_VERSION, KEY_WORKERS,
@@ -280,7 +280,7 @@ pub async fn run(
         rules: config.alerts.clone(),
         results: Arc::clone(&results),
         board: Arc::clone(&alert_board),
-        deliver: crate::alerts::webhook(),
+        outbox: Outbox::new(crate::alerts::webhook(), Arc::clone(&alert_board)),
     });
     let tree_config = NodeTreeConfig {
         node_id: Arc::clone(&node_id),
@@ -328,6 +328,9 @@ pub async fn run(
         peer_stop.clone(),
     ));
 
+    // Ends long-lived responses (the dashboard's stream) at shutdown, so
+    // the server need not wait them out.
+    let stopping = CancellationToken::new();
     let state = web::Data::new(AppState {
         cluster: Arc::from(config.cluster.name.as_str()),
         node_id: Arc::clone(&node_id),
@@ -354,6 +357,7 @@ pub async fn run(
         pool,
         results: Arc::clone(&tree_config.results),
         alerts: alert_board,
+        stopping: stopping.clone(),
     });
     let server = HttpServer::new(move || {
         App::new()
@@ -391,6 +395,7 @@ pub async fn run(
                 .call(MembershipMsg::Leave, Some(SHUTDOWN_GRACE))
                 .await;
         }
+        stopping.cancel();
         server_handle.stop(true).await;
         peer_stop.cancel();
         let _ = peer_server.await;

@@ -10,8 +10,10 @@
 //! token when reads are protected (`[auth] protect_reads`); the page itself
 //! holds no data and is always served.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
+
+use tokio::time::MissedTickBehavior;
 
 use actix_web::{get, web, HttpResponse};
 use futures::future::{join3, try_join_all};
@@ -89,9 +91,14 @@ pub(super) async fn alerts(state: web::Data<AppState>) -> HttpResponse {
 )]
 #[get("/v1/dashboard/stream")]
 pub(super) async fn stream(state: web::Data<AppState>) -> HttpResponse {
-    let ticks = tokio::time::interval(PERIOD);
+    let mut ticks = tokio::time::interval(PERIOD);
+    // After a slow snapshot, the next comes a period later, not in a burst.
+    ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let events = futures::stream::unfold((state, ticks), |(state, mut ticks)| async move {
-        ticks.tick().await;
+        tokio::select! {
+            _ = ticks.tick() => {}
+            () = state.stopping.cancelled() => return None,
+        }
         let taken = take(&state).await;
         let frame = match serde_json::to_string(&taken) {
             Ok(json) => format!("event: snapshot\ndata: {json}\n\n"),
@@ -180,16 +187,28 @@ fn keep<T>(
     }
 }
 
-/// Unfinished tasks across the cluster, a page per state.
+/// States of a task that is not finished.
+const UNFINISHED: [TaskState; 5] = [
+    TaskState::Running,
+    TaskState::Retrying,
+    TaskState::Queued,
+    TaskState::Waiting,
+    TaskState::Pending,
+];
+
+/// Unfinished tasks across the cluster, a page per state. The listings are
+/// concurrent, so a task that moves on between them is kept once, in the
+/// first state listed.
 async fn in_flight(state: &AppState) -> Result<Vec<InFlightTask>, ApiError> {
     let pages = try_join_all(
-        [TaskState::Running, TaskState::Queued, TaskState::Pending]
-            .map(|wanted| state.router.list(None, Some(wanted), IN_FLIGHT_PAGE)),
+        UNFINISHED.map(|wanted| state.router.list(None, Some(wanted), IN_FLIGHT_PAGE)),
     )
     .await?;
+    let mut seen = HashSet::new();
     Ok(pages
         .into_iter()
         .flat_map(|listed| listed.tasks)
+        .filter(|t| seen.insert(t.id.clone()))
         .map(|t| InFlightTask {
             id: t.id,
             kind: t.kind,

@@ -27,19 +27,74 @@ const WIDTH: u32 = 1400;
 const HEIGHT: u32 = 1100;
 const SETTLE: Duration = Duration::from_secs(30);
 
-/// Distinct colours in a PNG, and its size.
-fn colours(png_bytes: &[u8]) -> (BTreeSet<[u8; 3]>, (u32, u32), Vec<u8>) {
-    let decoder = png::Decoder::new(std::io::Cursor::new(png_bytes));
-    let mut reader = decoder.read_info().expect("a PNG");
-    let mut pixels = vec![0; reader.output_buffer_size().expect("a sized PNG")];
-    let frame = reader.next_frame(&mut pixels).expect("PNG pixels");
-    pixels.truncate(frame.buffer_size());
-    let channels = frame.color_type.samples();
-    let set = pixels
-        .chunks(channels)
-        .map(|p| [p[0], p[1], p[2]])
+/// A decoded screenshot: RGB(A) pixels, row by row.
+struct Shot {
+    width: u32,
+    height: u32,
+    channels: usize,
+    pixels: Vec<u8>,
+}
+
+impl Shot {
+    fn decode(png_bytes: &[u8]) -> Self {
+        let decoder = png::Decoder::new(std::io::Cursor::new(png_bytes));
+        let mut reader = decoder.read_info().expect("a PNG");
+        let mut pixels = vec![0; reader.output_buffer_size().expect("a sized PNG")];
+        let frame = reader.next_frame(&mut pixels).expect("PNG pixels");
+        pixels.truncate(frame.buffer_size());
+        Self {
+            width: frame.width,
+            height: frame.height,
+            channels: frame.color_type.samples(),
+            pixels,
+        }
+    }
+
+    /// Distinct colours in the whole picture.
+    fn colours(&self) -> usize {
+        let set: BTreeSet<[u8; 3]> = self
+            .pixels
+            .chunks(self.channels)
+            .map(|p| [p[0], p[1], p[2]])
+            .collect();
+        set.len()
+    }
+
+    /// Mean (red, green) over a rectangle of CSS pixels `[x, y, w, h]`.
+    fn red_green(&self, rect: &[f64]) -> (f64, f64) {
+        let (x0, y0) = (rect[0].max(0.0) as u32, rect[1].max(0.0) as u32);
+        let (x1, y1) = (
+            ((rect[0] + rect[2]) as u32).min(self.width),
+            ((rect[1] + rect[3]) as u32).min(self.height),
+        );
+        let (mut red, mut green, mut n) = (0.0, 0.0, 0.0);
+        for y in y0..y1 {
+            for x in x0..x1 {
+                let at = (y as usize * self.width as usize + x as usize) * self.channels;
+                red += f64::from(self.pixels[at]);
+                green += f64::from(self.pixels[at + 1]);
+                n += 1.0;
+            }
+        }
+        assert!(n > 0.0, "empty rectangle {rect:?}");
+        (red / n, green / n)
+    }
+}
+
+/// Where n3's state badge is on the page, in CSS pixels.
+fn n3_badge(browser: &Browser) -> Vec<f64> {
+    let rect = browser.eval(
+        r##"const r = document.querySelector("#members tr[data-member='n3'] .badge").getBoundingClientRect();
+           return [r.left, r.top, r.width, r.height, window.devicePixelRatio];"##,
+    );
+    let rect: Vec<f64> = rect
+        .as_array()
+        .expect("a rectangle")
+        .iter()
+        .filter_map(serde_json::Value::as_f64)
         .collect();
-    (set, (frame.width, frame.height), pixels)
+    assert_eq!(rect.get(4), Some(&1.0), "screenshots are in CSS pixels");
+    rect
 }
 
 fn save(name: &str, png_bytes: &[u8]) {
@@ -114,16 +169,23 @@ fn the_dashboard_shows_the_cluster_live_and_a_killed_node_going_dead_with_its_ta
     );
     let before = browser.screenshot();
     save("dashboard-live.png", &before);
-    let (palette, size, before_pixels) = colours(&before);
+    let before = Shot::decode(&before);
     // The viewport: the window less what headless Chromium keeps for itself.
     assert!(
-        size.0 == WIDTH && size.1 > HEIGHT / 2,
-        "the screenshot is of the page's viewport: {size:?}"
+        before.width == WIDTH && before.height > HEIGHT / 2,
+        "the screenshot is of the page's viewport: {}x{}",
+        before.width,
+        before.height
     );
     assert!(
-        palette.len() > 50,
+        before.colours() > 50,
         "the page rendered (text, badges, charts): only {} colours",
-        palette.len()
+        before.colours()
+    );
+    let (red, green) = before.red_green(&n3_badge(&browser));
+    assert!(
+        green > red + 40.0,
+        "n3's badge is green while alive: {red:.0}/{green:.0}"
     );
 
     cluster.kill("n3");
@@ -140,15 +202,10 @@ fn the_dashboard_shows_the_cluster_live_and_a_killed_node_going_dead_with_its_ta
     );
     let after = browser.screenshot();
     save("dashboard-node-dead.png", &after);
-    let (_, _, after_pixels) = colours(&after);
-    let changed = before_pixels
-        .iter()
-        .zip(&after_pixels)
-        .filter(|(a, b)| a != b)
-        .count();
+    let (red, green) = Shot::decode(&after).red_green(&n3_badge(&browser));
     assert!(
-        changed > 1_000,
-        "the screenshot changed when n3 died ({changed} bytes differ)"
+        red > green + 40.0,
+        "n3's badge is red once dead: {red:.0}/{green:.0}"
     );
     wait_until(SETTLE, "the API to agree n3 is dead", || {
         cluster.get("n1", "/v1/cluster").body["members"]
