@@ -24,8 +24,9 @@ use crate::cli::{BenchEventsArgs, BenchTasksArgs, GlobalArgs, Output};
 use crate::client::{Client, DEFAULT_TIMEOUT};
 use crate::config::ClusterConfig;
 use crate::local::{await_ready, for_each_task, metric, Launch, LocalNode};
-use crate::output::{now_ms, print_json};
+use crate::output::print_json;
 use crate::telemetry::LogFormat;
+use troupe_protocol::now_ms;
 
 /// How long the cluster may take to finish the tasks after the last submission.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(300);

@@ -48,7 +48,7 @@ pub fn send(args: &EventsSendArgs, client: &Client, output: Output) -> anyhow::R
     while next < args.count {
         let len = args.batch.min(args.count - next);
         let mut body = String::with_capacity(len as usize * 140);
-        let at = crate::output::now_ms();
+        let at = troupe_protocol::now_ms();
         for i in next..next + len {
             let _ = writeln!(
                 body,

@@ -70,8 +70,6 @@ pub fn wire_name(value: impl Serialize) -> String {
     }
 }
 
-pub use troupe_protocol::now_ms;
-
 /// How long ago `at_ms` was, in the largest whole unit: `42s`, `5m`,
 /// `3h`, `2d`.
 pub fn age(at_ms: u64, now_ms: u64) -> String {

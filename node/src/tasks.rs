@@ -18,9 +18,9 @@ use troupe_protocol::{SubmitTask, TaskAccepted, TaskPage, TaskRecord, TaskState}
 use crate::cli::{Output, SubmitArgs, TaskIdArgs, TasksListArgs, UsageError};
 use crate::client::Client;
 use crate::output::{
-    age, align_right, now_ms, or_dash, print_json, print_table, progress_bar, spinner, table,
-    wire_name,
+    age, align_right, or_dash, print_json, print_table, progress_bar, spinner, table, wire_name,
 };
+use troupe_protocol::now_ms;
 
 /// Tasks per request when submitting a file (the node takes up to 1 MiB
 /// per request; each request is all-or-nothing).

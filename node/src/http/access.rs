@@ -18,10 +18,12 @@ use serde::{Deserialize, Serialize};
 use super::{ApiError, AppState};
 use crate::config::{AuthSection, Role, StaticToken};
 
-/// Paths that never need a token: the probes, and the dashboard page (it
-/// holds no data; it asks for a token when its stream needs one). The
+/// Whether `path` never needs a token: the probes, and the dashboard page
+/// (it holds no data; it asks for a token when its stream needs one). The
 /// OpenAPI document reads this too.
-pub(super) const OPEN: &[&str] = &["/", "/health", "/ready", "/metrics"];
+pub(super) fn is_open(path: &str) -> bool {
+    path == "/" || super::PROBES.contains(&path)
+}
 
 /// A JWT's claims.
 #[derive(Debug, Serialize, Deserialize)]
@@ -85,7 +87,7 @@ impl Access {
     /// Lets `req` through, or says why not.
     fn check(&self, req: &ServiceRequest) -> Result<(), ApiError> {
         let writes = !matches!(*req.method(), Method::GET | Method::HEAD);
-        if OPEN.contains(&req.path()) || !(writes || self.protect_reads) {
+        if is_open(req.path()) || !(writes || self.protect_reads) {
             return Ok(());
         }
         let what = format!("{} {}", req.method(), req.path());

@@ -5,7 +5,7 @@
 //! tokens for nodes that require them.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -280,14 +280,26 @@ fn wait_exits_zero_when_the_task_succeeds_and_one_when_it_fails() {
         "{run}"
     );
 
-    // A task given up on, from another terminal: cancelled is not success.
-    let run = troupe(
-        &cluster,
-        None,
-        &["submit", "--kind", "sleep", "--input", r#"{"ms":60000}"#],
-    );
-    assert_eq!(run.code, Some(0), "{run}");
-    let id = run.stdout.trim().to_owned();
+    // A task waited on here and given up on from another terminal:
+    // cancelled is not success.
+    let waiting = Command::new(binary())
+        .args(["submit", "--kind", "sleep", "--input", r#"{"ms":60000}"#])
+        .args(["--wait", "--output", "json"])
+        .env("TROUPE_NODE", cluster.url("n1"))
+        .env_remove("TROUPE_TOKEN")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn troupe submit --wait");
+    let mut id = String::new();
+    wait_until(Duration::from_secs(20), "the waited-on task to run", || {
+        let running = cluster.get("n1", "/v1/tasks?state=running").body;
+        id = running["tasks"][0]["id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        !id.is_empty()
+    });
     let run = troupe(
         &cluster,
         None,
@@ -295,7 +307,17 @@ fn wait_exits_zero_when_the_task_succeeds_and_one_when_it_fails() {
     );
     assert_eq!(run.code, Some(0), "{run}");
     assert_eq!(run.json()["id"], id.as_str(), "{run}");
-    await_state(&cluster, &id, "cancelled");
+    let waited = waiting
+        .wait_with_output()
+        .expect("troupe submit --wait ends");
+    let run = Run {
+        code: waited.status.code(),
+        stdout: String::from_utf8_lossy(&waited.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&waited.stderr).into_owned(),
+    };
+    assert_eq!(run.code, Some(1), "{run}");
+    assert_eq!(run.json()["state"], "cancelled", "{run}");
+    assert!(run.stderr.contains("cancelled"), "{run}");
 }
 
 #[test]
