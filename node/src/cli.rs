@@ -256,16 +256,16 @@ pub struct EventsSendArgs {
     #[command(flatten)]
     pub target: NodeTarget,
     /// Events per second.
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub rate: u64,
     /// Events to send.
     #[arg(long, default_value_t = 100_000)]
     pub count: u64,
     /// Distinct sources.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
     pub sources: u64,
     /// Events per request (NDJSON).
-    #[arg(long, default_value_t = 1_000)]
+    #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub batch: u64,
 }
 
@@ -288,7 +288,7 @@ pub struct BenchEventsArgs {
     #[arg(long, default_value_t = 2_000_000)]
     pub events: u64,
     /// Distinct sources.
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
     pub sources: u64,
     /// Run each event's data through `json.transform` with this jq filter
     /// before windowing (e.g. `{temperature: (.temperature * 9 / 5 + 32)}`):
@@ -301,7 +301,7 @@ pub struct BenchEventsArgs {
 #[derive(Debug, Args)]
 pub struct BenchTasksArgs {
     /// Nodes to start.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 3, value_parser = at_least_one)]
     pub nodes: usize,
     /// Replication factor.
     #[arg(long, default_value_t = 2)]
@@ -313,10 +313,10 @@ pub struct BenchTasksArgs {
     #[arg(long, default_value_t = 100_000)]
     pub tasks: usize,
     /// Tasks per HTTP request.
-    #[arg(long, default_value_t = 1_000)]
+    #[arg(long, default_value_t = 1_000, value_parser = at_least_one)]
     pub batch: usize,
     /// Concurrent client threads.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 4, value_parser = at_least_one)]
     pub clients: usize,
 }
 
@@ -401,6 +401,15 @@ pub enum Output {
     Json,
 }
 
+/// A count that must be 1 or more (a usage error, exit 2, otherwise).
+fn at_least_one(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -434,5 +443,18 @@ mod tests {
             panic!("parsed as another command");
         };
         assert_eq!(list.state, Some(TaskState::TimedOut));
+    }
+
+    #[test]
+    fn counts_of_zero_are_usage_errors() {
+        for args in [
+            &["troupe", "events", "send", "--rate", "0"][..],
+            &["troupe", "events", "send", "--batch", "0"],
+            &["troupe", "bench", "tasks", "--clients", "0"],
+            &["troupe", "bench", "events", "--sources", "0"],
+        ] {
+            let error = Cli::try_parse_from(args).expect_err("zero is refused");
+            assert_eq!(error.exit_code(), 2, "{args:?}: {error}");
+        }
     }
 }

@@ -173,12 +173,24 @@ fn submit_file(tasks: &[SubmitTask], client: &Client, output: Output) -> anyhow:
     }
 }
 
+/// Bytes escaped in a path segment: all but letters, digits, `-`, `_`, `.`.
+const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.');
+
+/// The API path of task `id`, whatever characters the user typed.
+fn task_path(id: &str) -> String {
+    let segment = percent_encoding::utf8_percent_encode(id, SEGMENT);
+    format!("/v1/tasks/{segment}")
+}
+
 /// Waits for task `id` to finish, prints it; Err unless it succeeded.
 fn wait(client: &Client, id: &str, output: Output) -> anyhow::Result<()> {
     let spinner = spinner(format!("task {id}: submitted"), output);
     let began = Instant::now();
     let record = loop {
-        let record: TaskRecord = client.get(&format!("/v1/tasks/{id}"))?;
+        let record: TaskRecord = client.get(&task_path(id))?;
         if record.state.is_terminal() {
             break record;
         }
@@ -256,7 +268,7 @@ pub fn list(args: &TasksListArgs, client: &Client, output: Output) -> anyhow::Re
 
 /// `troupe tasks get`.
 pub fn get(args: &TaskIdArgs, client: &Client, output: Output) -> anyhow::Result<()> {
-    let record: TaskRecord = client.get(&format!("/v1/tasks/{}", args.id))?;
+    let record: TaskRecord = client.get(&task_path(&args.id))?;
     match output {
         Output::Json => print_json(&record),
         Output::Table => print_record(&record),
@@ -265,7 +277,7 @@ pub fn get(args: &TaskIdArgs, client: &Client, output: Output) -> anyhow::Result
 
 /// `troupe tasks cancel`.
 pub fn cancel(args: &TaskIdArgs, client: &Client, output: Output) -> anyhow::Result<()> {
-    let record: TaskRecord = client.delete(&format!("/v1/tasks/{}", args.id))?;
+    let record: TaskRecord = client.delete(&task_path(&args.id))?;
     match output {
         Output::Json => print_json(&record),
         Output::Table => print_record(&record),
@@ -331,4 +343,18 @@ fn print_record(r: &TaskRecord) -> anyhow::Result<()> {
         print_table(&attempts);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_task_id_stays_one_path_segment() {
+        assert_eq!(
+            task_path("0192f0e8-7b1c-7d2a_x.y"),
+            "/v1/tasks/0192f0e8-7b1c-7d2a_x.y"
+        );
+        assert_eq!(task_path("a/b?c#d e"), "/v1/tasks/a%2Fb%3Fc%23d%20e");
+    }
 }
