@@ -82,7 +82,11 @@ pub struct AppState {
     pub alerts: Arc<troupe_actors::alerts::AlertBoard>,
     /// Cancelled when the node shuts down; ends streaming responses.
     pub stopping: tokio_util::sync::CancellationToken,
+    /// The dashboard stream's latest snapshot ([`publish_snapshots`]).
+    pub snapshots: Arc<dashboard::Snapshots>,
 }
+
+pub use dashboard::publish_snapshots;
 
 /// The `limit` query parameter of a paged listing: 1 to `max`.
 fn page_limit(value: &str, max: usize) -> Result<usize, ApiError> {

@@ -330,7 +330,7 @@ pub async fn run(
 
     // Ends long-lived responses (the dashboard's stream) at shutdown, so
     // the server need not wait them out.
-    let stopping = CancellationToken::new();
+    let stop_streams = CancellationToken::new();
     let state = web::Data::new(AppState {
         cluster: Arc::from(config.cluster.name.as_str()),
         node_id: Arc::clone(&node_id),
@@ -357,8 +357,10 @@ pub async fn run(
         pool,
         results: Arc::clone(&tree_config.results),
         alerts: alert_board,
-        stopping: stopping.clone(),
+        stopping: stop_streams.clone(),
+        snapshots: Arc::new(tokio::sync::watch::Sender::new(None)),
     });
+    tokio::spawn(http::publish_snapshots(state.clone()));
     let server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
@@ -395,7 +397,7 @@ pub async fn run(
                 .call(MembershipMsg::Leave, Some(SHUTDOWN_GRACE))
                 .await;
         }
-        stopping.cancel();
+        stop_streams.cancel();
         server_handle.stop(true).await;
         peer_stop.cancel();
         let _ = peer_server.await;

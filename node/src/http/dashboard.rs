@@ -1,7 +1,7 @@
 //! The live dashboard: `GET /` is the page, `GET /v1/dashboard` one
 //! snapshot of this node and its view of the cluster, and
 //! `GET /v1/dashboard/stream` a snapshot every second as server-sent
-//! events (`event: snapshot`); also `GET /v1/alerts`, what the alert rules
+//! events (`event: snapshot`, taken once for all viewers); also `GET /v1/alerts`, what the alert rules
 //! raised.
 //!
 //! The page is one self-contained file compiled into the binary, so every
@@ -17,6 +17,7 @@ use tokio::time::MissedTickBehavior;
 
 use actix_web::{get, web, HttpResponse};
 use futures::future::{join3, try_join_all};
+use futures::StreamExt as _;
 use troupe_actors::tasks::gauges::LANE_ORDER;
 use troupe_protocol::alerts::AlertsView;
 use troupe_protocol::dashboard::{DashboardSnapshot, InFlightTask, PipelineFigures, PoolFigures};
@@ -91,30 +92,51 @@ pub(super) async fn alerts(state: web::Data<AppState>) -> HttpResponse {
 )]
 #[get("/v1/dashboard/stream")]
 pub(super) async fn stream(state: web::Data<AppState>) -> HttpResponse {
-    let mut ticks = tokio::time::interval(PERIOD);
-    // After a slow snapshot, the next comes a period later, not in a burst.
-    ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let events = futures::stream::unfold((state, ticks), |(state, mut ticks)| async move {
+    let mut frames = state.snapshots.subscribe();
+    // A new viewer gets the latest snapshot at once, then each new one.
+    let latest = frames.borrow_and_update().clone();
+    let first = futures::stream::iter(latest.map(Ok::<_, actix_web::Error>));
+    let next = futures::stream::unfold((state, frames), |(state, mut frames)| async move {
         tokio::select! {
-            _ = ticks.tick() => {}
+            changed = frames.changed() => changed.ok()?,
             () = state.stopping.cancelled() => return None,
         }
-        let taken = take(&state).await;
-        let frame = match serde_json::to_string(&taken) {
-            Ok(json) => format!("event: snapshot\ndata: {json}\n\n"),
-            Err(e) => format!("event: error\ndata: {e}\n\n"),
-        };
-        Some((
-            Ok::<_, actix_web::Error>(web::Bytes::from(frame)),
-            (state, ticks),
-        ))
+        let frame = frames.borrow_and_update().clone()?;
+        Some((Ok(frame), (state, frames)))
     });
     HttpResponse::Ok()
         .content_type("text/event-stream")
         .insert_header(("cache-control", "no-cache"))
         // Proxies that buffer would hold every frame back.
         .insert_header(("x-accel-buffering", "no"))
-        .streaming(events)
+        .streaming(first.chain(next))
+}
+
+/// The stream's snapshots, one a second for all viewers together.
+pub type Snapshots = tokio::sync::watch::Sender<Option<web::Bytes>>;
+
+/// Takes a snapshot every second while anyone watches the stream and
+/// publishes it, as a server-sent event, to every viewer; ends at shutdown.
+/// However many dashboards are open, the node does the work of one.
+pub async fn publish_snapshots(state: web::Data<AppState>) {
+    let mut ticks = tokio::time::interval(PERIOD);
+    // After a slow snapshot, the next comes a period later, not in a burst.
+    ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            () = state.stopping.cancelled() => return,
+        }
+        if state.snapshots.receiver_count() == 0 {
+            continue;
+        }
+        let taken = take(&state).await;
+        let frame = match serde_json::to_string(&taken) {
+            Ok(json) => format!("event: snapshot\ndata: {json}\n\n"),
+            Err(e) => format!("event: error\ndata: {e}\n\n"),
+        };
+        state.snapshots.send_replace(Some(web::Bytes::from(frame)));
+    }
 }
 
 /// Reads every section; one that fails is `null`, its reason kept.
