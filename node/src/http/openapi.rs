@@ -96,15 +96,21 @@ struct Served {
 
 /// Built once: it depends only on the code.
 static SERVED: LazyLock<Served> = LazyLock::new(|| {
-    let methods = document()
-        .0
+    let (mut doc, _) = document();
+    let methods = doc
         .paths
         .paths
-        .iter()
-        .map(|(path, item)| (path.clone(), method_names(item).join(", ")))
+        .iter_mut()
+        .map(|(path, item)| {
+            let names: Vec<&str> = operations(item)
+                .into_iter()
+                .map(|(name, ..)| name)
+                .collect();
+            (path.clone(), names.join(", "))
+        })
         .collect();
     Served {
-        json: served().and_then(|json| serde_json::to_string(&json).map_err(|e| e.to_string())),
+        json: linked(&doc).and_then(|json| serde_json::to_string(&json).map_err(|e| e.to_string())),
         methods,
     }
 });
@@ -131,21 +137,6 @@ fn doc_path(pattern: &str) -> String {
         }
     }
     out
-}
-
-/// The names of an item's methods.
-fn method_names(item: &PathItem) -> Vec<&'static str> {
-    [
-        ("GET", item.get.is_some()),
-        ("HEAD", item.head.is_some()),
-        ("POST", item.post.is_some()),
-        ("PUT", item.put.is_some()),
-        ("DELETE", item.delete.is_some()),
-        ("PATCH", item.patch.is_some()),
-    ]
-    .into_iter()
-    .filter_map(|(name, served)| served.then_some(name))
-    .collect()
 }
 
 /// This document.
@@ -189,7 +180,7 @@ impl Modify for Access {
         for (path, item) in doc.paths.paths.iter_mut() {
             let needs_token = !super::access::is_open(path);
             let limited = !super::PROBES.contains(&path.as_str());
-            for (writes, operation) in operations(item) {
+            for (_, writes, operation) in operations(item) {
                 let mut extra = Vec::new();
                 if needs_token {
                     // Either no token (auth off) or a bearer token.
@@ -242,10 +233,10 @@ const LINKS: &[(&str, &str, &str, &[&str])] = &[
     ("submit_tasks", "202", "/id", &["get_task", "cancel_task"]),
 ];
 
-/// The document as served: [`document`] with [`LINKS`] added (by hand:
-/// utoipa 5 writes a link's `operationId` as `operation_id`).
-pub(super) fn served() -> Result<serde_json::Value, String> {
-    let mut json = serde_json::to_value(document().0).map_err(|e| e.to_string())?;
+/// `doc` as served: JSON with [`LINKS`] added (by hand: utoipa 5 writes
+/// a link's `operationId` as `operation_id`).
+pub(super) fn linked(doc: &utoipa::openapi::OpenApi) -> Result<serde_json::Value, String> {
+    let mut json = serde_json::to_value(doc).map_err(|e| e.to_string())?;
     let operations = json
         .get_mut("paths")
         .and_then(serde_json::Value::as_object_mut)
@@ -281,19 +272,20 @@ pub(super) fn served() -> Result<serde_json::Value, String> {
     Ok(json)
 }
 
-/// An item's operations, each with whether it changes something (the
-/// rule of [`super::access`]: anything but GET and HEAD).
-fn operations(item: &mut PathItem) -> Vec<(bool, &mut Operation)> {
+/// An item's operations, each with its method's name and whether it
+/// changes something (the rule of [`super::access`]: anything but GET and
+/// HEAD).
+fn operations(item: &mut PathItem) -> Vec<(&'static str, bool, &mut Operation)> {
     [
-        (false, item.get.as_mut()),
-        (false, item.head.as_mut()),
-        (true, item.post.as_mut()),
-        (true, item.put.as_mut()),
-        (true, item.delete.as_mut()),
-        (true, item.patch.as_mut()),
+        ("GET", false, item.get.as_mut()),
+        ("HEAD", false, item.head.as_mut()),
+        ("POST", true, item.post.as_mut()),
+        ("PUT", true, item.put.as_mut()),
+        ("DELETE", true, item.delete.as_mut()),
+        ("PATCH", true, item.patch.as_mut()),
     ]
     .into_iter()
-    .filter_map(|(writes, op)| op.map(|op| (writes, op)))
+    .filter_map(|(name, writes, op)| op.map(|op| (name, writes, op)))
     .collect()
 }
 
