@@ -226,11 +226,15 @@ fn submit_all(nodes: &[LocalNode], args: &BenchTasksArgs) -> anyhow::Result<Hash
 /// whole cluster's tasks).
 fn finish_times(node: &LocalNode) -> anyhow::Result<HashMap<String, u64>> {
     let mut finished = HashMap::new();
-    for_each_task(&node.client(DEFAULT_TIMEOUT), "&state=succeeded", |task| {
-        if let Some(at) = task.finished_at_ms {
-            finished.insert(task.id, at);
-        }
-    })?;
+    for_each_task(
+        &node.client(DEFAULT_TIMEOUT),
+        "limit=1000&state=succeeded",
+        |task| {
+            if let Some(at) = task.finished_at_ms {
+                finished.insert(task.id, at);
+            }
+        },
+    )?;
     Ok(finished)
 }
 

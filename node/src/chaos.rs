@@ -269,7 +269,7 @@ fn read_back(nodes: &Nodes) -> HashMap<String, TaskRecord> {
     let Some(node) = up.get(fastrand::usize(..up.len().max(1))) else {
         return records;
     };
-    if for_each_task(node, "", |task| {
+    if for_each_task(node, "limit=1000", |task| {
         records.insert(task.id.clone(), task);
     })
     .is_err()

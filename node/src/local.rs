@@ -225,8 +225,8 @@ pub fn metric(text: &str, name: &str) -> f64 {
         .sum()
 }
 
-/// Every task a node lists (`GET /v1/tasks` pages, `query` added to each
-/// request, e.g. `&state=succeeded`), handed to `each` one at a time.
+/// Every task a node lists, page after page of `GET /v1/tasks?{query}`
+/// (e.g. `limit=1000&state=succeeded`), handed to `each` one at a time.
 pub fn for_each_task(
     client: &Client,
     query: &str,
@@ -235,7 +235,7 @@ pub fn for_each_task(
     let mut cursor = String::new();
     loop {
         let page: TaskPage = client
-            .get(&format!("/v1/tasks?limit=1000{query}{cursor}"))
+            .get(&format!("/v1/tasks?{query}{cursor}"))
             .with_context(|| format!("listing tasks on {}", client.base()))?;
         page.tasks.into_iter().for_each(&mut each);
         match page.next_cursor {

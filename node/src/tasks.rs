@@ -13,14 +13,14 @@ use std::time::{Duration, Instant};
 
 use comfy_table::Cell;
 use serde_json::Value;
-use troupe_protocol::{SubmitTask, TaskAccepted, TaskPage, TaskRecord, TaskState};
+use troupe_protocol::{now_ms, SubmitTask, TaskAccepted, TaskPage, TaskRecord, TaskState};
 
 use crate::cli::{Output, SubmitArgs, TaskIdArgs, TasksListArgs, UsageError};
 use crate::client::Client;
+use crate::local::for_each_task;
 use crate::output::{
     age, align_right, or_dash, print_json, print_table, progress_bar, spinner, table, wire_name,
 };
-use troupe_protocol::now_ms;
 
 /// Tasks per request when submitting a file (the node takes up to 1 MiB
 /// per request; each request is all-or-nothing).
@@ -226,18 +226,20 @@ pub fn list(args: &TasksListArgs, client: &Client, output: Output) -> anyhow::Re
         args.limit >= 1,
         UsageError("--limit must be at least 1".into())
     );
-    let mut query = format!("/v1/tasks?limit={}", args.limit);
+    let mut query = format!("limit={}", args.limit);
     if let Some(state) = args.state {
         query.push_str(&format!("&state={}", wire_name(state)));
     }
-    let mut page: TaskPage = client.get(&query)?;
-    if args.all {
-        while let Some(cursor) = page.next_cursor.take() {
-            let next: TaskPage = client.get(&format!("{query}&cursor={cursor}"))?;
-            page.tasks.extend(next.tasks);
-            page.next_cursor = next.next_cursor;
+    let page = if args.all {
+        let mut tasks = Vec::new();
+        for_each_task(client, &query, |task| tasks.push(task))?;
+        TaskPage {
+            tasks,
+            next_cursor: None,
         }
-    }
+    } else {
+        client.get(&format!("/v1/tasks?{query}"))?
+    };
     match output {
         Output::Json => print_json(&page),
         Output::Table => {
