@@ -323,55 +323,48 @@ fn wait_exits_zero_when_the_task_succeeds_and_one_when_it_fails() {
 #[test]
 fn bad_input_is_named_with_the_right_exit_code() {
     let cluster = one_node("");
-
-    // Refused by the node: its error body, exit 1.
-    let run = troupe(&cluster, None, &["submit", "--kind", "teleport"]);
-    assert_eq!(run.code, Some(1), "{run}");
-    assert!(
-        run.stderr
-            .starts_with("error: 422 invalid_field: kind: no live node runs plugin \"teleport\""),
-        "{run}"
-    );
-    let run = troupe(
-        &cluster,
-        None,
-        &["submit", "--kind", "sleep", "--input", "{}"],
-    );
-    assert_eq!(run.code, Some(1), "{run}");
-    assert!(
-        run.stderr
-            .starts_with("error: 422 invalid_field: input.ms: \"ms\" is a required property"),
-        "{run}"
-    );
-
-    // Found before anything is sent: bad usage, exit 2.
-    let run = troupe(
-        &cluster,
-        None,
-        &["submit", "--kind", "echo", "--input", "not json"],
-    );
-    assert_eq!(run.code, Some(2), "{run}");
-    assert!(
-        run.stderr.starts_with("error: --input is not JSON"),
-        "{run}"
-    );
-    let run = troupe(
-        &cluster,
-        None,
-        &[
-            "submit",
-            "--kind",
-            "echo",
-            "--input",
-            "@/nonexistent/input.json",
-        ],
-    );
-    assert_eq!(run.code, Some(2), "{run}");
-    assert!(
-        run.stderr
-            .starts_with("error: --input: cannot read /nonexistent/input.json"),
-        "{run}"
-    );
+    // (arguments, exit code, how stderr starts)
+    let refused: [(&[&str], i32, &str); 5] = [
+        // Refused by the node: its error body, exit 1.
+        (
+            &["submit", "--kind", "teleport"],
+            1,
+            "error: 422 invalid_field: kind: no live node runs plugin \"teleport\"",
+        ),
+        (
+            &["submit", "--kind", "sleep", "--input", "{}"],
+            1,
+            "error: 422 invalid_field: input.ms: \"ms\" is a required property",
+        ),
+        // Found before anything is sent: bad usage, exit 2.
+        (
+            &["submit", "--kind", "echo", "--input", "not json"],
+            2,
+            "error: --input is not JSON",
+        ),
+        (
+            &[
+                "submit",
+                "--kind",
+                "echo",
+                "--input",
+                "@/nonexistent/input.json",
+            ],
+            2,
+            "error: --input: cannot read /nonexistent/input.json",
+        ),
+        // No node there: exit 1, saying where it looked.
+        (
+            &["status", "--node", "http://127.0.0.1:9"],
+            1,
+            "error: cannot reach http://127.0.0.1:9/health",
+        ),
+    ];
+    for (args, code, says) in refused {
+        let run = troupe(&cluster, None, args);
+        assert_eq!(run.code, Some(code), "{args:?}: {run}");
+        assert!(run.stderr.starts_with(says), "{args:?}: {run}");
+    }
     for args in [
         &["submit"][..],
         &["submit", "--kind", "echo", "--priority", "urgent"],
@@ -386,15 +379,6 @@ fn bad_input_is_named_with_the_right_exit_code() {
         listed["tasks"],
         serde_json::json!([]),
         "nothing was submitted"
-    );
-
-    // No node there: exit 1, saying where it looked.
-    let run = troupe(&cluster, None, &["status", "--node", "http://127.0.0.1:9"]);
-    assert_eq!(run.code, Some(1), "{run}");
-    assert!(
-        run.stderr
-            .starts_with("error: cannot reach http://127.0.0.1:9/health"),
-        "{run}"
     );
 }
 
