@@ -41,9 +41,12 @@ impl ResultsFeed {
         if results.is_empty() {
             return;
         }
-        for result in results {
-            // No subscriber is not an error: nobody is watching.
-            let _ = self.sender.send(result.clone());
+        // Nobody subscribed (no alert rules): no copies to make.
+        if self.sender.receiver_count() > 0 {
+            for result in results {
+                // A subscriber that left since is not an error.
+                let _ = self.sender.send(result.clone());
+            }
         }
         let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
         for result in results.iter().rev().take(RECENT).rev() {
