@@ -26,7 +26,6 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use troupe_protocol::now_ms;
 
 use futures::future::BoxFuture;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
@@ -36,7 +35,7 @@ use tokio::task::JoinHandle;
 use troupe_protocol::alerts::{
     AlertEvent, AlertLevel, AlertRule, AlertState, AlertsView, RuleStatus,
 };
-use troupe_protocol::{PipelineSpec, WindowResult};
+use troupe_protocol::{now_ms, PipelineSpec, WindowResult};
 
 use crate::results::ResultsFeed;
 

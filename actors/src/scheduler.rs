@@ -18,7 +18,6 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
-use troupe_protocol::now_ms;
 
 use ractor::factory::{FactoryMessage, Job};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
@@ -27,7 +26,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use troupe_plugin::LoadedPlugin;
 use troupe_protocol::wire::PlacedTask;
-use troupe_protocol::{Attempt, SubmitTask, TaskAccepted, TaskPage, TaskRecord, TaskState};
+use troupe_protocol::{now_ms, Attempt, SubmitTask, TaskAccepted, TaskPage, TaskRecord, TaskState};
 
 use crate::directory::ActorDirectory;
 use crate::placement::{

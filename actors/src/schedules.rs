@@ -14,12 +14,11 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
-use troupe_protocol::now_ms;
 
 use chrono::{DateTime, TimeZone, Utc};
 use croner::Cron;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
-use troupe_protocol::{ScheduleRecord, ScheduleStatus};
+use troupe_protocol::{now_ms, ScheduleRecord, ScheduleStatus};
 
 use crate::store::{ScheduleStore, Storage, StoreError};
 

@@ -17,13 +17,12 @@ mod policy;
 mod tests;
 
 use std::time::Duration;
-use troupe_protocol::now_ms;
 
 use ractor::{
     Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent,
 };
 use tokio::time::Instant;
-use troupe_protocol::{ActorNode, ActorStatus, Failure};
+use troupe_protocol::{now_ms, ActorNode, ActorStatus, Failure};
 
 pub use child::{ChildKind, ChildSpec, FaultInjection};
 pub use policy::{EventWindow, RestartPolicy, Strategy};

@@ -9,10 +9,10 @@
 //! become members.
 
 use std::time::Duration;
-use troupe_protocol::now_ms;
 
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
+use troupe_protocol::now_ms;
 use troupe_protocol::wire::Hello;
 
 /// How far a hello's send time may be from the receiver's clock.

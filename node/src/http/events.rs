@@ -14,7 +14,6 @@
 
 use std::collections::HashMap;
 use std::time::Duration;
-use troupe_protocol::now_ms;
 
 use actix_web::{delete, get, post, web, HttpRequest, HttpResponse};
 use futures::StreamExt;
@@ -23,7 +22,7 @@ use troupe_actors::ingest::{admit, Admitted};
 use troupe_actors::ingestor::IngestorMsg;
 use troupe_actors::store::{EventFilter, StoreError};
 use troupe_actors::tree::INGESTOR;
-use troupe_protocol::{Event, EventIn, EventPage, IngestReply, IngestStats, Retention};
+use troupe_protocol::{now_ms, Event, EventIn, EventPage, IngestReply, IngestStats, Retention};
 
 use super::json::{parse, read_body};
 use super::openapi::{BodyErrors, OneOrMany, PageQuery, QueryErrors, Saturated, Unavailable};

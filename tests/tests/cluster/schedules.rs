@@ -3,9 +3,9 @@
 
 use std::collections::BTreeMap;
 use std::time::Duration;
-use troupe_protocol::now_ms;
 
 use serde_json::json;
+use troupe_protocol::now_ms;
 use troupe_tests::{wait_until, Cluster};
 
 use crate::{start_converged, IDS};
