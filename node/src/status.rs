@@ -7,6 +7,7 @@ use troupe_protocol::{ActorNode, ActorStatus, Health, Readiness};
 
 use crate::cli::Output;
 use crate::client::Client;
+use crate::output::print_json;
 
 /// Fetches and prints the status; Err when the node cannot be reached.
 pub fn run(client: &Client, output: Output) -> anyhow::Result<()> {
@@ -16,12 +17,9 @@ pub fn run(client: &Client, output: Output) -> anyhow::Result<()> {
     let readiness: Readiness = serde_json::from_str(&ready).context("reading /ready")?;
     let tree: ActorNode = client.get("/v1/actors")?;
     match output {
-        Output::Json => println!(
-            "{}",
-            serde_json::to_string_pretty(&serde_json::json!({
-                "health": health, "ready": readiness, "actors": tree
-            }))?
-        ),
+        Output::Json => print_json(&serde_json::json!({
+            "health": health, "ready": readiness, "actors": tree
+        }))?,
         Output::Table => print!("{}", render(&health, &readiness, &tree)),
     }
     Ok(())
